@@ -1,0 +1,45 @@
+# sarflow: `make run` runs the pipeline on the built-in dataset, `make test` runs the tests.
+# Both set everything up first (a local virtualenv with pinned dependencies, CPU PyTorch).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# stage commands run `python`: make it the venv's
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# a cold machine can take >20 s to start Prefect's temporary server
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup run test lint format repro clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	@git rev-parse --git-dir >/dev/null 2>&1 || git init --quiet
+	touch $(STAMP)
+
+run: setup            ## generate, validate, split, train and evaluate through the Prefect flow
+	$(PY) -m flows.pipeline
+
+repro: setup          ## the same stages through DVC alone
+	$(VENV)/bin/dvc repro
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint            ## the whole suite (pytest's "no tests ran" exit 5 fails too)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf data artifacts reports/data_docs .dvc/tmp

@@ -1,0 +1,176 @@
+"""The sarflow pipeline as one Prefect flow: DVC's stages, in DVC's order, one task per stage group.
+
+The order lives only in dvc.yaml: the flow reads DVC's stage graph and runs each group
+(`generate`, ..., all `train@*` together, ...) with `dvc repro --single-item`, so DVC still
+decides what is stale and records every result in dvc.lock. Each stage's output streams into the
+run log. A stage that fails on its data is not retried; only a busy DVC lock is. Artifacts: the
+validation summary (markdown, failing checks first, published even when validation fails) and
+the metrics comparison (table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tasks.params import load_params
+
+TRANSIENT = ("is busy, it is being blocked by", "Unable to acquire lock", "rwlock")
+
+
+class StageFailed(RuntimeError):
+    """A DVC stage exited non-zero; `transient` says whether re-running it may help."""
+
+    def __init__(self, group: str, returncode: int, tail: list[str], transient: bool) -> None:
+        self.transient = transient
+        super().__init__(f"stage {group} failed (exit {returncode}):\n" + "\n".join(tail))
+
+
+def stage_groups(root: Path) -> list[tuple[str, list[str]]]:
+    """DVC's stages as (group, [stage, ...]) in an order DVC would run them.
+
+    `train@a`, `train@b` form the group `train@*`; groups are ordered by contracting DVC's graph."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # edge: stage -> a stage it depends on
+        declared = [s.name for s in repo.index.stages]
+        edges = [(a.name, b.name) for a, b in graph.edges]
+    group_of = {s: (s.split("@")[0] + "@*" if "@" in s else s) for s in declared}
+    g = nx.DiGraph()
+    g.add_nodes_from(dict.fromkeys(group_of.values()))
+    g.add_edges_from((group_of[b], group_of[a]) for a, b in edges if group_of[a] != group_of[b])
+    if not nx.is_directed_acyclic_graph(g):  # grouping would break the order: one task per stage
+        group_of = {s: s for s in declared}
+        g = nx.DiGraph([(b, a) for a, b in edges])
+        g.add_nodes_from(declared)
+    order = list(
+        nx.lexicographical_topological_sort(g, key=lambda n: declared.index(_first(n, group_of)))
+    )
+    return [(grp, [s for s in declared if group_of[s] == grp]) for grp in order]
+
+
+def _first(group: str, group_of: dict[str, str]) -> str:
+    return next(s for s, grp in group_of.items() if grp == group)
+
+
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except StageFailed as e:
+        return e.transient
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_transient,
+    task_run_name="dvc {group}",
+)
+def run_stages(group: str, stages: list[str], root: str) -> None:
+    """`dvc repro --single-item STAGE...`, its output forwarded line by line to the run log."""
+    log = get_run_logger()
+    env = dict(os.environ)
+    # the stage commands say `python`: make it this interpreter (the project's venv)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *stages]
+    log.info("$ %s", " ".join(cmd[2:]))
+    tail: list[str] = []
+    with subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            log.info("%s", line)
+            tail = (tail + [line])[-40:]
+    if proc.returncode != 0:
+        transient = any(marker in line for line in tail for marker in TRANSIENT)
+        raise StageFailed(group, proc.returncode, tail, transient)
+
+
+def validation_markdown(report: dict[str, Any]) -> str:
+    """The validation summary: verdict, row counts, then failing checks first."""
+    status = (
+        "passed"
+        if report["success"]
+        else f"FAILED ({report['failed']} of {report['checked']} checks)"
+    )
+    lines = [f"# Data validation {status}", "", "| file | rows |", "|---|---|"]
+    lines += [f"| {f} | {n:,} |" for f, n in report.get("rows", {}).items()]
+    lines += [
+        "",
+        "| result | file | column | check | failing rows | examples |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in report["checks"]:
+        examples = "" if c["success"] else (c.get("error") or ", ".join(map(str, c["examples"])))
+        lines.append(
+            f"| {'ok' if c['success'] else '**FAILED**'} | {c['file']} | {c['column'] or ''} | "
+            f"{c['expectation']} | {c['unexpected_count']} | {examples} |"
+        )
+    return "\n".join(lines)
+
+
+def publish_validation(reports: Path) -> None:
+    path = reports / "validation.json"
+    if path.is_file():
+        report = json.loads(path.read_text())
+        create_markdown_artifact(
+            key="validation-summary",
+            markdown=validation_markdown(report),
+            description="Great Expectations checks on the raw KuaiSAR files",
+        )
+
+
+def publish_metrics(reports: Path) -> list[dict[str, Any]]:
+    rows = json.loads((reports / "comparison.json").read_text())["rows"]
+    create_table_artifact(
+        key="metrics-comparison", table=rows, description="Test metrics per model and task"
+    )
+    return rows
+
+
+@flow(name="sarflow-pipeline", log_prints=True)
+def pipeline(root: str = ".") -> list[dict[str, Any]]:
+    """Run every DVC stage group in order; publish validation and metrics artifacts."""
+    project = Path(root).resolve()
+    reports = project / load_params(project / "params.yaml").paths.reports
+    for group, stages in stage_groups(project):
+        try:
+            run_stages.with_options(name=f"dvc {group}")(group, stages, str(project))
+        finally:
+            if group == "validate":
+                publish_validation(reports)
+    return publish_metrics(reports)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default=".", help="the project folder (holds dvc.yaml)")
+    args = ap.parse_args(argv)
+    pipeline(args.root)
+    print(
+        (
+            Path(args.root)
+            / load_params(Path(args.root) / "params.yaml").paths.reports
+            / "comparison.md"
+        ).read_text()
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""PyTorch modules only: embeddings, experts, gates, towers and the multi-task heads."""

@@ -1,0 +1,41 @@
+"""A multi-task recommender = one feature embedding + one multi-task head; logits out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from models.embedding import EmbeddingSpec, FeatureEmbedding
+from models.mmoe import MMoE
+from models.ple import PLE
+from models.shared_bottom import SharedBottom
+
+
+def build_head(kind: str, in_dim: int, n_tasks: int, cfg: dict[str, Any]) -> nn.Module:
+    """The multi-task head named by `kind`, from its params section (minus `kind`)."""
+    if kind == "shared_bottom":
+        return SharedBottom(in_dim, n_tasks, bottom=cfg["bottom"], tower=cfg["tower"])
+    if kind == "mmoe":
+        return MMoE(in_dim, n_tasks, cfg["n_experts"], expert=cfg["expert"], tower=cfg["tower"])
+    if kind == "ple":
+        return PLE(
+            in_dim,
+            n_tasks,
+            cfg["n_levels"],
+            cfg["n_shared"],
+            cfg["n_specific"],
+            expert=cfg["expert"],
+            tower=cfg["tower"],
+        )
+    raise ValueError(f"unknown model kind {kind!r}; expected shared_bottom, mmoe or ple")
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, spec: EmbeddingSpec, kind: str, n_tasks: int, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.embedding = FeatureEmbedding(spec)
+        self.head = build_head(kind, spec.out_dim, n_tasks, cfg)
+
+    def forward(self, sparse: Tensor, dense: Tensor, seqs: tuple[Tensor, ...] = ()) -> Tensor:
+        return self.head(self.embedding(sparse, dense, seqs))  # (B, T) logits

@@ -1,0 +1,165 @@
+"""Typed view of params.yaml: unknown keys and out-of-range values fail loudly, naming the key."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+BEIJING = timezone(timedelta(hours=8))
+PARAMS_FILE = Path("params.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def beijing_ms(text: str) -> int:
+    """'2023-06-04 00:00:00' (Beijing time) -> Unix milliseconds."""
+    return int(datetime.fromisoformat(text).replace(tzinfo=BEIJING).timestamp() * 1000)
+
+
+class Paths(_Strict):
+    raw: Path = Path("data/raw")
+    split: Path = Path("data/split")
+    features: Path = Path("data/features")
+    artifacts: Path = Path("artifacts")
+    reports: Path = Path("reports")
+
+
+class GenerateParams(_Strict):
+    seed: int = 7
+    scale: float = Field(1.0, gt=0, le=100)
+    n_users: PositiveInt = 1500
+    n_items: PositiveInt = 12000
+    n_authors: PositiveInt = 1500
+    n_categories: int = Field(20, ge=2, le=1000)
+    n_subcategories: int = Field(4, ge=1, le=100)
+    n_words: int = Field(4000, ge=100)
+    rec_actions: PositiveInt = 240_000
+    search_sessions: PositiveInt = 18_000
+    start: str = "2023-05-22"
+    days: int = Field(19, ge=2, le=3650)
+    activity_skew: float = Field(1.0, ge=0, le=3)
+    search_rec_overlap: float = Field(0.5, ge=0, le=1)
+    search_effect: float = Field(1.5, ge=0, le=10)
+    search_effect_hours: float = Field(48.0, gt=0)
+    label_correlation: float = Field(0.6, ge=0, le=1)
+
+
+class ValidateParams(_Strict):
+    min_timestamp: str = "2015-01-01 00:00:00"
+    max_timestamp: str = "2030-01-01 00:00:00"
+    max_duration_ms: float = Field(86_400_000, gt=0)
+    max_examples: int = Field(5, ge=1, le=100)
+
+
+class SplitParams(_Strict):
+    valid_start: str = "2023-06-04 00:00:00"
+    test_start: str = "2023-06-07 00:00:00"
+    max_query_words: int = Field(6, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SplitParams:
+        if beijing_ms(self.valid_start) >= beijing_ms(self.test_start):
+            raise ValueError(
+                f"split.valid_start ({self.valid_start}) must be before "
+                f"split.test_start ({self.test_start})"
+            )
+        return self
+
+
+class FeaturesParams(_Strict):
+    min_count: int = Field(1, ge=1)
+    history_len: int = Field(30, ge=1, le=1000)
+    search_history_len: int = Field(10, ge=1, le=1000)
+
+
+REC_TASKS = ("click", "long_view", "like", "follow", "forward")
+
+
+class TrainParams(_Strict):
+    models: list[str] = ["shared_bottom", "mmoe", "ple"]
+    tasks: list[Literal["click", "long_view", "like", "follow", "forward"]] = list(REC_TASKS)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    epochs: int = Field(8, ge=1, le=1000)
+    patience: int = Field(2, ge=1)
+    batch_size: int = Field(2048, ge=1)
+    lr: float = Field(0.002, gt=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    embed_dim: int = Field(16, ge=1, le=1024)
+    threads: int = Field(2, ge=1, le=256)
+
+
+class SharedBottomParams(_Strict):
+    kind: Literal["shared_bottom"]
+    bottom: list[PositiveInt] = [256, 128]
+    tower: list[PositiveInt] = [64]
+
+
+class MMoEParams(_Strict):
+    kind: Literal["mmoe"]
+    n_experts: int = Field(4, ge=1, le=64)
+    expert: list[PositiveInt] = [256, 128]
+    tower: list[PositiveInt] = [64]
+
+
+class PLEParams(_Strict):
+    kind: Literal["ple"]
+    n_levels: int = Field(2, ge=1, le=8)
+    n_shared: int = Field(1, ge=0, le=64)
+    n_specific: int = Field(1, ge=1, le=64)
+    expert: list[PositiveInt] = [256, 128]
+    tower: list[PositiveInt] = [64]
+
+
+ModelParams = Annotated[SharedBottomParams | MMoEParams | PLEParams, Field(discriminator="kind")]
+
+
+class EvaluateParams(_Strict):
+    batch_size: int = Field(16384, ge=1)
+
+
+class Params(_Strict):
+    paths: Paths = Paths()
+    generate: GenerateParams = GenerateParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    split: SplitParams = SplitParams()
+    features: FeaturesParams = FeaturesParams()
+    train: TrainParams = TrainParams()
+    models: dict[str, ModelParams] = {}
+    evaluate: EvaluateParams = EvaluateParams()
+
+    @model_validator(mode="after")
+    def _models_declared(self) -> Params:
+        missing = [m for m in self.train.models if m not in self.models]
+        if missing:
+            raise ValueError(
+                f"train.models names {missing}, which have no section under models "
+                f"(declared: {sorted(self.models)})"
+            )
+        return self
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or invalid."""
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (run from the project root)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ParamsError(f"{path}: invalid params:\n" + "\n".join(lines)) from None

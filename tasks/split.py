@@ -1,0 +1,188 @@
+"""split: feed and search logs -> samples by scenario, temporal train/valid/test, leak-free history.
+
+Each user's chronological sequences (clicked feed items; search sessions) are stored once, flat;
+every sample carries (start, length) into them: its history is the `length` events of its user
+that happened strictly before it (as SESRec stores histories). Served-time ties are ordered by
+(user, timestamp, row in the file), so the result is deterministic, and a sample never sees an
+event with its own timestamp, its own click included.
+
+Long view follows the release's valid-play rule: playing_time >= duration when duration <= 7 s,
+else playing_time > 7 s. `search_item_related` is not used (it only means something where
+search = 1), nor is social_network.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from tasks.io import atomic_dir, write_json_atomic
+from tasks.params import SplitParams, beijing_ms, load_params
+from tasks.schema import parse_idlist, polars_schema
+
+PARTS = ("train", "valid", "test")
+REC_LABELS = ("click", "long_view", "like", "follow", "forward")
+VALID_PLAY_MS = 7_000
+
+
+@dataclass(frozen=True)
+class Splits:
+    rec: pl.DataFrame  # one row per feed impression, with `part`
+    src: pl.DataFrame  # one row per search result shown, with `part`
+    rec_history: pl.DataFrame  # clicked feed items, flat, chronological per user
+    src_history: pl.DataFrame  # search sessions, flat, chronological per user
+
+
+def read_raw(raw: Path, name: str) -> pl.LazyFrame:
+    """A raw KuaiSAR file with its contract types, plus its row number in the file."""
+    return pl.scan_csv(raw / name, schema=polars_schema(name)).with_row_index("row")
+
+
+def long_view() -> pl.Expr:
+    dur, play = pl.col("duration_ms"), pl.col("playing_time")
+    return (
+        pl.when(dur <= VALID_PLAY_MS)
+        .then(play >= dur)
+        .otherwise(play > VALID_PLAY_MS)
+        .cast(pl.Int8)
+    )
+
+
+def _part(p: SplitParams) -> pl.Expr:
+    ts = pl.col("timestamp")
+    return (
+        pl.when(ts < beijing_ms(p.valid_start))
+        .then(pl.lit("train"))
+        .when(ts < beijing_ms(p.test_start))
+        .then(pl.lit("valid"))
+        .otherwise(pl.lit("test"))
+    )
+
+
+def attach_history(samples: pl.LazyFrame, events: pl.LazyFrame, name: str) -> pl.LazyFrame:
+    """Add `{name}_start`, `{name}_len`: where the user's events begin in the flat `events`
+    (sorted by user, timestamp) and how many happened strictly before the sample's timestamp."""
+    ev = events.with_row_index("pos")
+    starts = ev.group_by("user_id").agg(pl.col("pos").min().alias(f"{name}_start"))
+    upto = (
+        ev.group_by("user_id", "timestamp")
+        .agg(pl.len().alias("n"))
+        .sort("user_id", "timestamp")
+        .with_columns(pl.col("n").cum_sum().over("user_id").alias(f"{name}_len"))
+        .drop("n")
+        .sort("timestamp")
+    )
+    return (
+        samples.sort("timestamp")
+        .join_asof(
+            upto,
+            on="timestamp",
+            by="user_id",
+            strategy="backward",
+            allow_exact_matches=False,
+            check_sortedness=False,
+        )
+        .join(starts, on="user_id", how="left")
+        .with_columns(
+            pl.col(f"{name}_len").fill_null(0).cast(pl.Int64),
+            pl.col(f"{name}_start").fill_null(0).cast(pl.Int64),
+        )
+    )
+
+
+def split_logs(rec: pl.LazyFrame, src: pl.LazyFrame, p: SplitParams) -> Splits:
+    """Pure: raw feed and search logs (with `row`) in, samples and flat histories out."""
+    rec = rec.with_columns(pl.col("timestamp").cast(pl.Int64), long_view().alias("long_view"))
+    rec_history = (
+        rec.filter(pl.col("click") == 1)
+        .select("user_id", "item_id", "timestamp", "row")
+        .sort("user_id", "timestamp", "row")
+        .drop("row")
+    )
+    src = src.rename({"search_session_timestamp": "timestamp", "click_cnt": "click"}).with_columns(
+        pl.col("timestamp").cast(pl.Int64),
+        parse_idlist("keyword").list.head(p.max_query_words).alias("keyword"),
+    )
+    # one row per session: its query and the item it led to (first click, else first shown)
+    src_history = (
+        src.sort("row")
+        .group_by("search_session_id")
+        .agg(
+            pl.first("user_id", "timestamp", "keyword"),
+            pl.col("item_id").filter(pl.col("click") == 1).first().alias("clicked"),
+            pl.first("item_id").alias("first_shown"),
+        )
+        .select(
+            "user_id",
+            "search_session_id",
+            "timestamp",
+            "keyword",
+            pl.coalesce("clicked", "first_shown").alias("item_id"),
+        )
+        .sort("user_id", "timestamp", "search_session_id")
+    )
+
+    def samples(frame: pl.LazyFrame, cols: list[str]) -> pl.DataFrame:
+        out = attach_history(frame.select(cols + ["row"]), rec_history, "rec_hist")
+        out = attach_history(out, src_history, "src_hist")
+        return out.with_columns(_part(p).alias("part")).sort("row").drop("row").collect()
+
+    rec_cols = ["user_id", "item_id", "timestamp", "duration_ms", *REC_LABELS]
+    src_cols = [
+        "user_id",
+        "search_session_id",
+        "timestamp",
+        "keyword",
+        "item_id",
+        "item_type",
+        "click",
+    ]
+    return Splits(
+        rec=samples(rec, rec_cols),
+        src=samples(src, src_cols),
+        rec_history=rec_history.collect(),
+        src_history=src_history.collect(),
+    )
+
+
+def summary(s: Splits) -> dict[str, object]:
+    """Row counts and label rates per part: a small JSON that shows what the split did."""
+
+    def per_part(df: pl.DataFrame, labels: list[str]) -> dict[str, dict[str, float]]:
+        g = df.group_by("part").agg(pl.len().alias("rows"), *[pl.col(c).mean() for c in labels])
+        return {r["part"]: {k: v for k, v in r.items() if k != "part"} for r in g.to_dicts()}
+
+    return {
+        "rec": per_part(s.rec, list(REC_LABELS)),
+        "search": per_part(s.src, ["click"]),
+        "rec_history_events": len(s.rec_history),
+        "search_history_sessions": len(s.src_history),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Read paths.raw, write paths.split atomically."""
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    params = load_params()
+    raw = params.paths.raw
+    s = split_logs(read_raw(raw, "rec_inter.csv"), read_raw(raw, "src_inter.csv"), params.split)
+    with atomic_dir(params.paths.split) as tmp:
+        for part in PARTS:
+            s.rec.filter(pl.col("part") == part).drop("part").write_parquet(
+                tmp / f"rec_{part}.parquet"
+            )
+            s.src.filter(pl.col("part") == part).drop("part").write_parquet(
+                tmp / f"src_{part}.parquet"
+            )
+        s.rec_history.write_parquet(tmp / "rec_history.parquet")
+        s.src_history.write_parquet(tmp / "src_history.parquet")
+        write_json_atomic(tmp / "summary.json", summary(s))
+    counts = {p: int((s.rec["part"] == p).sum()) for p in PARTS}
+    print(f"split: rec samples {counts}, search rows {len(s.src):,} -> {params.paths.split}/")
+
+
+if __name__ == "__main__":
+    main()

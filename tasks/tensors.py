@@ -1,0 +1,110 @@
+"""Encoded features as tensors on the training device, and vectorised batch assembly.
+
+No per-sample Python: a batch is a slice of index tensors; history windows are gathered with
+index arithmetic from flat per-user sequences (see tasks.split)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+
+from models.embedding import EmbeddingSpec, Sequence
+
+Batch = tuple[Tensor, Tensor, tuple[Tensor, ...]]  # sparse (B,F), dense (B,Dn), sequences
+
+
+def read_spec(features: Path) -> dict:
+    return json.loads((features / "spec.json").read_text())
+
+
+def embedding_spec(spec: dict, dim: int) -> EmbeddingSpec:
+    """The model's input description, from the features stage's spec.json."""
+    return EmbeddingSpec(
+        sparse=tuple((k, int(v)) for k, v in spec["sparse"].items()),
+        n_dense=len(spec["dense"]),
+        extra_tables=tuple((k, int(v)) for k, v in spec["extra_tables"].items()),
+        sequences=tuple(
+            Sequence(name, s["table"], s["target"]) for name, s in spec["sequences"].items()
+        ),
+        dim=dim,
+    )
+
+
+@dataclass(frozen=True)
+class Samples:
+    sparse: Tensor  # (N, F) long
+    dense: Tensor  # (N, Dn) float
+    labels: Tensor  # (N, T) float, NaN = not in this task's sample space
+    hist: Tensor  # (N, 4) long: rec start, rec len, search start, search len
+    user: np.ndarray  # (N,) raw user ids, for GAUC
+
+    def __len__(self) -> int:
+        return self.sparse.shape[0]
+
+
+@dataclass(frozen=True)
+class Histories:
+    rec: Tensor  # (1 + H, 2) long: item, cat1; row 0 is padding
+    src: Tensor  # (1 + S, 2 + Q) long: item, cat1, words...; row 0 is padding
+    rec_len: int  # window sizes
+    src_len: int
+
+
+def _long(df: pl.DataFrame, cols: list[str]) -> Tensor:
+    return torch.from_numpy(df.select(cols).to_numpy().astype(np.int64))
+
+
+def load_samples(
+    features: Path, name: str, spec: dict, tasks: list[str], device: torch.device
+) -> Samples:
+    """`name` is e.g. rec_train; labels in `tasks` order."""
+    df = pl.read_parquet(features / f"{name}.parquet")
+    return Samples(
+        sparse=_long(df, list(spec["sparse"])).to(device),
+        dense=torch.from_numpy(df.select(spec["dense"]).to_numpy().astype(np.float32)).to(device),
+        labels=torch.from_numpy(df.select(tasks).to_numpy().astype(np.float32)).to(device),
+        hist=_long(df, ["rec_hist_start", "rec_hist_len", "src_hist_start", "src_hist_len"]).to(
+            device
+        ),
+        user=df["raw_user_id"].to_numpy(),
+    )
+
+
+def load_histories(features: Path, spec: dict, device: torch.device) -> Histories:
+    rec = pl.read_parquet(features / "rec_history.parquet")
+    src = pl.read_parquet(features / "src_history.parquet")
+    q = int(spec["max_query_words"])
+    zeros = pl.lit([0] * q, dtype=pl.List(pl.Int64))
+    words = src.select(pl.col("word").list.head(q).list.concat(zeros).list.head(q).list.to_array(q))
+    padded = words.to_series().to_numpy().astype(np.int64).reshape(len(src), q)
+    src_t = torch.cat([_long(src, ["item", "cat1"]), torch.from_numpy(padded)], dim=1)
+
+    def pad(t: Tensor) -> Tensor:
+        return torch.cat([torch.zeros(1, t.shape[1], dtype=torch.long), t]).to(device)
+
+    rec_t = _long(rec, ["item", "cat1"])
+    return Histories(pad(rec_t), pad(src_t), spec["history_len"], spec["search_history_len"])
+
+
+def window(start: Tensor, length: Tensor, size: int) -> Tensor:
+    """Row indices (into a padded flat history) of the last `size` events; 0 where none.
+
+    start, length (B,) -> (B, size); the newest event is in the last column."""
+    k = torch.arange(size, device=start.device)
+    idx = 1 + start.unsqueeze(1) + length.unsqueeze(1) - size + k  # 1 skips the padding row
+    return torch.where(k >= size - length.clamp(max=size).unsqueeze(1), idx, torch.zeros_like(idx))
+
+
+def make_batch(s: Samples, h: Histories, idx: Tensor) -> Batch:
+    """Model inputs of the samples at `idx`; sequences in spec order (see tasks.features)."""
+    hs = s.hist[idx]
+    rec = h.rec[window(hs[:, 0], hs[:, 1], h.rec_len)]  # (B, L, 2)
+    src = h.src[window(hs[:, 2], hs[:, 3], h.src_len)]  # (B, S, 2 + Q)
+    seqs = (rec[..., 0], rec[..., 1], src[..., 0], src[..., 1], src[..., 2:].flatten(1))
+    return s.sparse[idx], s.dense[idx], seqs

@@ -1,0 +1,69 @@
+"""features: vocabularies from train only; unknown values map to 0."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from tasks.features import build_features, fit_vocab, item_table, user_table
+from tasks.params import FeaturesParams, SplitParams
+from tasks.split import PARTS, read_raw, split_logs
+
+NEW_ID = 10**12
+
+
+@pytest.fixture(scope="module")
+def built(raw_dir):
+    s = split_logs(
+        read_raw(raw_dir, "rec_inter.csv"), read_raw(raw_dir, "src_inter.csv"), SplitParams()
+    )
+    frames = {f"rec_{p}": s.rec.filter(pl.col("part") == p).drop("part") for p in PARTS}
+    frames |= {f"src_{p}": s.src.filter(pl.col("part") == p).drop("part") for p in PARTS}
+    frames |= {"rec_history": s.rec_history, "src_history": s.src_history}
+    # an item, a user and a query word that only the test part has
+    first = pl.int_range(pl.len()) == 0
+    frames["rec_test"] = frames["rec_test"].with_columns(
+        item_id=pl.when(first).then(NEW_ID).otherwise(pl.col("item_id")),
+        user_id=pl.when(first).then(NEW_ID).otherwise(pl.col("user_id")),
+    )
+    frames["src_test"] = frames["src_test"].with_columns(
+        keyword=pl.when(first).then(pl.lit([NEW_ID])).otherwise(pl.col("keyword"))
+    )
+    return frames, build_features(
+        frames, item_table(raw_dir), user_table(raw_dir), FeaturesParams()
+    )
+
+
+def test_fit_vocab_orders_by_frequency_and_drops_rare_values():
+    v = fit_vocab(pl.Series("x", [5, 5, 5, 9, 9, 2, None]), min_count=2)
+    assert v["x"].to_list() == [5, 9] and v["index"].to_list() == [1, 2]
+
+
+def test_vocabularies_come_from_train_only(built):
+    split, (out, vocabs, spec) = built
+    train_items = set(split["rec_train"]["item_id"]) | set(split["src_train"]["item_id"])
+    assert set(vocabs["item_id"]["item_id"]) == train_items
+    assert spec["sparse"]["item_id"] == len(train_items) + 1  # + the unknown index 0
+    assert NEW_ID not in set(vocabs["item_id"]["item_id"]) | set(vocabs["user_id"]["user_id"])
+    for name, col in (("rec_test", "item_id"), ("rec_test", "user_id")):
+        raw, enc = split[name][col].to_list(), out[name][col].to_list()
+        assert [e == 0 for e in enc] == [r not in set(vocabs[col][col]) for r in raw]
+        assert enc[0] == 0
+    assert out["src_test"]["keyword"][0].to_list() == [0]
+
+
+def test_encoded_frames_keep_rows_and_history_alignment(built):
+    split, (out, _, spec) = built
+    for name in split:
+        assert len(out[name]) == len(split[name]), name
+    assert out["rec_train"]["rec_hist_start"].equals(split["rec_train"]["rec_hist_start"])
+    assert out["rec_history"]["item"].min() >= 0
+    assert set(spec["sequences"]) == {
+        "rec_hist_item",
+        "rec_hist_cat1",
+        "src_hist_item",
+        "src_hist_cat1",
+        "src_hist_word",
+    }
+    for f, size in spec["sparse"].items():
+        assert out["rec_test"][f].max() < size, f

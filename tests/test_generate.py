@@ -1,0 +1,114 @@
+"""generate: the KuaiSAR contract, determinism, and the planted structure being really there."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tasks.generate import generate, make_world
+from tasks.params import GenerateParams
+from tasks.schema import FEED_ITEM_TYPES, RAW_FILES
+from tasks.split import read_raw
+
+IDLIST = r"^\[\d+(, \d+)*\]$"
+
+
+def test_files_have_the_public_column_names_in_order(raw_frames):
+    assert set(raw_frames) == set(RAW_FILES)
+    for name, df in raw_frames.items():
+        assert df.columns == list(RAW_FILES[name]), name
+
+
+def test_round_trip_through_csv_keeps_the_contract_types(raw_dir):
+    rec = read_raw(raw_dir, "rec_inter.csv").collect()
+    assert rec["user_id"].dtype == pl.Int64 and rec["timestamp"].dtype == pl.Float64
+    src = pl.read_csv(raw_dir / "src_inter.csv", infer_schema=False)
+    assert src["keyword"].str.contains(IDLIST).all()
+    items = pl.read_csv(raw_dir / "item_features.csv", infer_schema=False)
+    assert items["caption"].str.contains(IDLIST).all()
+    assert items["upload_time"].str.contains(r"^\d{4}-\d{2}-\d{2}$").all()
+
+
+def test_time_text_is_beijing_time_of_the_timestamp(raw_frames):
+    rec = raw_frames["rec_inter.csv"]
+    parsed = rec["time"].str.to_datetime("%Y-%m-%d %H:%M:%S", time_zone="Asia/Shanghai")
+    diff = rec["timestamp"].cast(pl.Int64) - parsed.dt.epoch("ms")
+    assert diff.min() >= 0 and diff.max() < 1000
+
+
+def test_same_seed_same_files_other_seed_other_files(tiny_generate):
+    a, b = generate(tiny_generate), generate(tiny_generate)
+    c = generate(tiny_generate.model_copy(update={"seed": tiny_generate.seed + 1}))
+    for name in RAW_FILES:
+        assert a[name].equals(b[name]), name
+    assert not a["rec_inter.csv"].equals(c["rec_inter.csv"])
+
+
+def test_feed_serves_only_feed_types_and_search_returns_others(raw_frames):
+    items = raw_frames["item_features.csv"].select("item_id", "item_type")
+    fed = raw_frames["rec_inter.csv"].join(items, on="item_id")
+    assert set(fed["item_type"].unique()) <= set(FEED_ITEM_TYPES)
+    assert set(raw_frames["src_inter.csv"]["item_type"].unique()) - set(FEED_ITEM_TYPES)
+
+
+def test_label_rates_are_those_of_the_release(raw_frames):
+    rec, src = raw_frames["rec_inter.csv"], raw_frames["src_inter.csv"]
+    assert 0.4 < rec["click"].mean() < 0.6  # ~1:1
+    sessions = src.group_by("search_session_id").agg(pl.col("click_cnt").max())
+    assert 0.45 < sessions["click_cnt"].mean() < 0.75  # ~60% of sessions have a click
+    for task in ("like", "follow", "forward"):
+        assert (rec.filter(pl.col(task) == 1)["click"] == 1).all(), f"{task} without click"
+    assert rec.filter(pl.col("search") == 0)["search_item_related"].max() == 0
+
+
+def test_served_time_ties_exist(raw_frames):
+    rec = raw_frames["rec_inter.csv"]
+    assert rec.select("user_id", "timestamp").is_duplicated().any()
+
+
+def test_activity_is_skewed(raw_frames):
+    per_user = raw_frames["rec_inter.csv"]["user_id"].value_counts()["count"].sort(descending=True)
+    top = per_user.head(max(1, len(per_user) // 10)).sum()
+    assert top / per_user.sum() > 0.2  # the top 10% of users do well over 10% of actions
+
+
+@pytest.mark.parametrize("overlap", [0.0, 1.0])
+def test_search_rec_overlap_controls_shared_interests(overlap):
+    p = GenerateParams(n_users=300, n_categories=12, search_rec_overlap=overlap)
+    w = make_world(p, np.random.default_rng(0))
+    shared = (w.search_cats[:, :, None] == w.feed_cats[:, None, :]).any(-1).mean()
+    assert shared == pytest.approx(overlap)
+
+
+def _click_lift_after_search(frames: dict[str, pl.DataFrame]) -> float:
+    """Click rate on feed items of a category the user searched in the 48 h before, over the rest."""
+    cat = frames["item_features.csv"].select("item_id", cat="first_level_category_id")
+    sessions = (
+        frames["src_inter.csv"]
+        .join(cat, on="item_id")
+        .group_by("search_session_id")
+        .agg(
+            pl.first("user_id"), pl.first("search_session_timestamp"), pl.col("cat").mode().first()
+        )
+        .select(
+            "user_id",
+            "cat",
+            t=pl.col("search_session_timestamp").cast(pl.Float64),
+            searched=pl.col("search_session_timestamp").cast(pl.Float64),
+        )
+        .sort("t")
+    )
+    rec = frames["rec_inter.csv"].join(cat, on="item_id").rename({"timestamp": "t"}).sort("t")
+    j = rec.join_asof(
+        sessions, on="t", by=["user_id", "cat"], allow_exact_matches=False, check_sortedness=False
+    )
+    recent = (j["t"] - j["searched"]).fill_null(float("inf")) <= 48 * 3_600_000
+    return float(j.filter(recent)["click"].mean()) / float(j.filter(~recent)["click"].mean())
+
+
+def test_searching_a_category_raises_later_feed_clicks_on_it():
+    base = dict(n_users=300, n_items=3000, rec_actions=40_000, search_sessions=4000, seed=3)
+    on = _click_lift_after_search(generate(GenerateParams(**base, search_effect=3.0)))
+    off = _click_lift_after_search(generate(GenerateParams(**base, search_effect=0.0)))
+    assert on > off + 0.1, (on, off)

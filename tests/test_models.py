@@ -1,0 +1,133 @@
+"""models: shapes for every config, gates that mix, a learnable toy task, safe checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.embedding import EmbeddingSpec, Sequence
+from models.mmoe import MMoE
+from models.multitask import MultiTaskModel
+from models.ple import CGC, PLE
+from tasks.tensors import window
+
+SPEC = EmbeddingSpec(
+    sparse=(("user", 30), ("item", 50), ("cat", 6)),
+    n_dense=2,
+    extra_tables=(("word", 40),),
+    sequences=(Sequence("hist_item", "item", "item"), Sequence("words", "word")),
+    dim=8,
+)
+CONFIGS = [
+    ("shared_bottom", {"bottom": [32, 16], "tower": [8]}),
+    ("shared_bottom", {"bottom": [16], "tower": []}),
+    ("mmoe", {"n_experts": 3, "expert": [32, 16], "tower": [8]}),
+    ("mmoe", {"n_experts": 1, "expert": [16], "tower": []}),
+    ("ple", {"n_levels": 1, "n_shared": 1, "n_specific": 1, "expert": [16], "tower": [8]}),
+    ("ple", {"n_levels": 3, "n_shared": 2, "n_specific": 3, "expert": [32, 16], "tower": [8]}),
+    ("ple", {"n_levels": 2, "n_shared": 0, "n_specific": 2, "expert": [16], "tower": [8]}),
+]
+
+
+def inputs(b: int, gen: torch.Generator | None = None):
+    sparse = torch.stack([torch.randint(0, n, (b,), generator=gen) for _, n in SPEC.sparse], 1)
+    seqs = (
+        torch.randint(0, 50, (b, 7), generator=gen),
+        torch.randint(0, 40, (b, 5), generator=gen),
+    )
+    return sparse, torch.randn(b, 2, generator=gen), seqs
+
+
+@pytest.mark.parametrize("kind,cfg", CONFIGS, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CONFIGS)])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_output_is_one_logit_per_task_and_a_batch_of_one_keeps_its_dimension(kind, cfg, batch):
+    model = MultiTaskModel(SPEC, kind, 4, cfg)
+    out = model(*inputs(batch))
+    assert out.shape == (batch, 4)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.head.parameters())
+
+
+def test_models_return_logits_not_probabilities():
+    torch.manual_seed(0)
+    model = MultiTaskModel(SPEC, "mmoe", 2, {"n_experts": 2, "expert": [16], "tower": [8]})
+    with torch.no_grad():
+        model.head.towers.b.copy_(torch.tensor([8.0, -8.0]))  # a sigmoid could not leave [0, 1]
+        out = model(*inputs(64))
+    assert (out[:, 0] > 1).all() and (out[:, 1] < 0).all()
+
+
+def test_mmoe_gates_are_distributions_over_experts():
+    m = MMoE(12, 3, 4, [8], [4])
+    w = m.gate_weights(torch.randn(9, 12))
+    assert w.shape == (9, 3, 4)
+    torch.testing.assert_close(w.sum(-1), torch.ones(9, 3))
+    assert (w >= 0).all()
+
+
+def test_ple_counts_shared_and_specific_experts_independently():
+    level = CGC(10, n_tasks=2, n_shared=3, n_specific=2, expert=[8], last=False)
+    assert level.experts.n_experts == 2 * 2 + 3
+    h = torch.randn(6, 3, 10)
+    w = level.gate_weights(h)
+    assert w.shape == (6, 2, 2 + 3)
+    torch.testing.assert_close(w.sum(-1), torch.ones(6, 2))
+    assert level(h).shape == (6, 3, 8)  # task outputs + shared output for the next level
+    last = CGC(10, n_tasks=2, n_shared=3, n_specific=2, expert=[8], last=True)
+    assert last(h).shape == (6, 2, 8)
+
+
+def test_ple_task_experts_only_see_their_own_input():
+    level = CGC(4, n_tasks=2, n_shared=1, n_specific=1, expert=[3], last=True)
+    h = torch.randn(5, 3, 4, requires_grad=True)
+    level(h)[:, 0].sum().backward()  # task 0's output
+    assert h.grad[:, 1].abs().sum() == 0  # task 1's input does not reach it
+    assert h.grad[:, 0].abs().sum() > 0 and h.grad[:, 2].abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "kind,cfg", [CONFIGS[0], CONFIGS[2], CONFIGS[5]], ids=["shared_bottom", "mmoe", "ple"]
+)
+def test_loss_falls_on_a_learnable_toy_task(kind, cfg):
+    """Task 0 = item in the first half; task 1 = user's parity: both learnable from the ids."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = MultiTaskModel(SPEC, kind, 2, cfg)
+    sparse, dense, seqs = inputs(1024, gen)
+    y = torch.stack([(sparse[:, 1] < 25).float(), (sparse[:, 0] % 2).float()], 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(150):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(sparse, dense, seqs), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
+
+
+def test_pooling_ignores_padding():
+    torch.manual_seed(0)
+    emb = MultiTaskModel(SPEC, "mmoe", 1, {"n_experts": 1, "expert": [4], "tower": []}).embedding
+    sparse, dense, (items, words) = inputs(3)
+    items[:, :3] = 0
+    padded = emb(sparse, dense, (items, words))
+    trimmed = emb(sparse, dense, (items[:, 3:], words))
+    torch.testing.assert_close(padded, trimmed)
+
+
+def test_history_window_takes_the_last_events_strictly_before():
+    # flat history (row 0 = padding) of two users: user A rows 1..4, user B rows 5..6
+    start, length = torch.tensor([0, 0, 4, 4]), torch.tensor([0, 3, 1, 2])
+    idx = window(start, length, 2)
+    assert idx.tolist() == [[0, 0], [2, 3], [0, 5], [5, 6]]
+
+
+def test_ple_model_has_no_unused_experts():
+    m = PLE(8, 2, n_levels=2, n_shared=1, n_specific=1, expert=[4], tower=[])
+    out = m(torch.randn(3, 8))
+    out.sum().backward()
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in m.levels[0].experts.parameters()
+    )

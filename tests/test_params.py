@@ -1,0 +1,48 @@
+"""params: typos and out-of-range values fail loudly, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.params import ParamsError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, edit) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_the_project_params_are_valid():
+    p = load_params(ROOT / "params.yaml")
+    assert set(p.train.models) <= set(p.models)
+
+
+@pytest.mark.parametrize(
+    "edit,named",
+    [
+        (lambda p: p["train"].update(epocs=3), "train.epocs"),
+        (lambda p: p["generate"].update(search_rec_overlap=1.5), "generate.search_rec_overlap"),
+        (lambda p: p["models"]["mmoe"].update(n_experts=0), "models.mmoe"),
+        (lambda p: p["models"]["ple"].update(kind="plee"), "models.ple"),
+        (lambda p: p["train"].update(models=["mmoe", "dcn"]), "dcn"),
+        (lambda p: p["split"].update(valid_start="2023-06-09 00:00:00"), "split.valid_start"),
+        (lambda p: p.update(trian={}), "trian"),
+    ],
+)
+def test_bad_params_are_refused_naming_the_key(tmp_path, edit, named):
+    with pytest.raises(ParamsError) as e:
+        load_params(write(tmp_path, edit))
+    assert named in str(e.value)
+
+
+def test_missing_params_file_is_named(tmp_path):
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")

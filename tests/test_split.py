@@ -1,0 +1,120 @@
+"""split: parts partition the logs in time; no sample sees its own or a later event."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tasks.params import SplitParams, beijing_ms
+from tasks.split import PARTS, long_view, read_raw, split_logs
+
+
+@pytest.fixture(scope="module")
+def splits(raw_dir):
+    return split_logs(
+        read_raw(raw_dir, "rec_inter.csv"), read_raw(raw_dir, "src_inter.csv"), SplitParams()
+    )
+
+
+def test_parts_partition_rows_and_do_not_overlap_in_time(splits, raw_frames):
+    p = SplitParams()
+    for samples, raw in (
+        (splits.rec, raw_frames["rec_inter.csv"]),
+        (splits.src, raw_frames["src_inter.csv"]),
+    ):
+        assert len(samples) == len(raw)  # every row in exactly one part
+        assert set(samples["part"].unique()) == set(PARTS)
+        ts = {part: samples.filter(pl.col("part") == part)["timestamp"] for part in PARTS}
+        assert ts["train"].max() < beijing_ms(p.valid_start) <= ts["valid"].min()
+        assert ts["valid"].max() < beijing_ms(p.test_start) <= ts["test"].min()
+
+
+def _check_history(samples: pl.DataFrame, events: pl.DataFrame, name: str) -> None:
+    users, times = events["user_id"].to_numpy(), events["timestamp"].to_numpy()
+    start, length = samples[f"{name}_start"].to_numpy(), samples[f"{name}_len"].to_numpy()
+    su, st = samples["user_id"].to_numpy(), samples["timestamp"].to_numpy()
+    assert (np.diff(users) >= 0).all()  # flat, grouped by user
+    for k in range(len(samples)):
+        window = slice(start[k], start[k] + length[k])
+        assert (users[window] == su[k]).all()
+        assert (times[window] < st[k]).all()  # strictly earlier: not itself, not a tie
+        nxt = start[k] + length[k]
+        if nxt < len(users) and users[nxt] == su[k]:
+            assert times[nxt] >= st[k]  # and nothing earlier was left out
+
+
+def test_no_sample_sees_its_own_or_a_later_event(splits):
+    for samples in (splits.rec, splits.src):
+        _check_history(samples, splits.rec_history, "rec_hist")
+        _check_history(samples, splits.src_history, "src_hist")
+
+
+def test_a_click_is_not_in_its_own_history_even_with_tied_timestamps():
+    rec = pl.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2],
+            "item_id": [10, 11, 12, 10],
+            "playing_time": [0.0] * 4,
+            "duration_ms": [9000.0] * 4,
+            "timestamp": [1000.0, 1000.0, 2000.0, 1000.0],
+            "click": [1, 1, 0, 1],
+            **{c: [0] * 4 for c in ("forward", "like", "follow", "search", "search_item_related")},
+        }
+    ).with_row_index("row")
+    src = pl.DataFrame(
+        {
+            "user_id": [1],
+            "search_session_id": [5],
+            "search_session_timestamp": [1500],
+            "keyword": ["[1, 2]"],
+            "item_id": [10],
+            "click_cnt": [0],
+            "item_type": ["VIDEO"],
+        }
+    ).with_row_index("row")
+    s = split_logs(rec.lazy(), src.lazy(), SplitParams())
+    assert s.rec["rec_hist_len"].to_list() == [0, 0, 2, 0]
+    assert s.rec["src_hist_len"].to_list() == [0, 0, 1, 0]
+    assert s.src["rec_hist_len"].to_list() == [2]
+    assert s.src_history["item_id"].to_list() == [10]  # no click: the first item shown
+
+
+def test_session_item_is_the_first_click_else_the_first_shown():
+    src = pl.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1],
+            "search_session_id": [7, 7, 7, 8],
+            "search_session_timestamp": [100, 100, 100, 200],
+            "keyword": ["[1]", "[1]", "[1]", "[]"],
+            "item_id": [30, 31, 32, 40],
+            "click_cnt": [0, 1, 1, 0],
+            "item_type": ["VIDEO", "LIVE", "VIDEO", "USER"],
+        }
+    ).with_row_index("row")
+    rec = pl.DataFrame(
+        schema={
+            "user_id": pl.Int64,
+            "item_id": pl.Int64,
+            "playing_time": pl.Float64,
+            "duration_ms": pl.Float64,
+            "timestamp": pl.Float64,
+            **{
+                c: pl.Int8
+                for c in ("click", "forward", "like", "follow", "search", "search_item_related")
+            },
+        }
+    ).with_row_index("row")
+    s = split_logs(rec.lazy(), src.lazy(), SplitParams())
+    assert s.src_history["item_id"].to_list() == [31, 40]
+    assert s.src_history["keyword"].to_list() == [[1], []]
+    assert len(s.src) == 4  # search rows of every item type stay search samples
+
+
+@pytest.mark.parametrize(
+    "duration,played,expected",
+    [(5000, 5000, 1), (5000, 4999, 0), (20000, 7001, 1), (20000, 7000, 0), (7000, 7000, 1)],
+)
+def test_long_view_follows_the_valid_play_rule(duration, played, expected):
+    df = pl.DataFrame({"duration_ms": [float(duration)], "playing_time": [float(played)]})
+    assert df.select(long_view()).item() == expected
