@@ -52,7 +52,7 @@ class FeatureEmbedding(nn.Module):
     element-wise product of the pooled vector with the target's embedding (a cheap interest
     match, e.g. recently clicked categories x this item's category)."""
 
-    def __init__(self, spec: EmbeddingSpec) -> None:
+    def __init__(self, spec: EmbeddingSpec, sparse: bool = False) -> None:
         super().__init__()
         self.spec = spec
         tables = list(spec.sparse) + list(spec.extra_tables)
@@ -65,7 +65,7 @@ class FeatureEmbedding(nn.Module):
         self.register_buffer(
             "sparse_offsets", torch.tensor(starts[: len(spec.sparse)]), persistent=False
         )
-        self.table = nn.Embedding(sum(sizes), spec.dim)
+        self.table = nn.Embedding(sum(sizes), spec.dim, sparse=sparse)  # sparse: SparseAdam rows
         nn.init.normal_(self.table.weight, std=0.05)
 
     def forward(self, sparse: Tensor, dense: Tensor, seqs: tuple[Tensor, ...] = ()) -> Tensor:

@@ -27,9 +27,10 @@ class MLP(nn.Module):
 
 
 class Experts(nn.Module):
-    """E independent MLPs evaluated as one batched matmul per layer.
+    """E independent MLPs evaluated as one batched matmul (baddbmm) per layer.
 
-    Input (B, in) feeds every expert; input (B, E, in) gives each expert its own row."""
+    Layout is expert-major, (E, B, D), so no permute copies are needed between layers.
+    Input (B, in) feeds every expert; input (E, B, in) gives each expert its own rows."""
 
     def __init__(self, n_experts: int, in_dim: int, dims: list[int]) -> None:
         super().__init__()
@@ -40,19 +41,15 @@ class Experts(nn.Module):
             self.weights.append(
                 nn.Parameter(torch.empty(n_experts, in_dim, d).uniform_(-bound, bound))
             )
-            self.biases.append(nn.Parameter(torch.empty(n_experts, d).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n_experts, 1, d).uniform_(-bound, bound)))
             in_dim = d
         self.n_experts = n_experts
         self.out_dim = in_dim
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, in) or (B, E, in) -> (B, E, out)
-        if x.dim() == 2:
-            h = torch.einsum("bi,eio->beo", x, self.weights[0])
-        else:
-            h = torch.einsum("bei,eio->beo", x, self.weights[0])
-        h = torch.relu(h + self.biases[0])
-        for w, b in zip(list(self.weights)[1:], list(self.biases)[1:], strict=True):
-            h = torch.relu(torch.einsum("bei,eio->beo", h, w) + b)
+    def forward(self, x: Tensor) -> Tensor:  # (B, in) or (E, B, in) -> (E, B, out)
+        h = x.unsqueeze(0).expand(self.n_experts, -1, -1) if x.dim() == 2 else x
+        for w, b in zip(self.weights, self.biases, strict=True):
+            h = torch.baddbmm(b, h, w).relu_()
         return h
 
 
@@ -66,8 +63,8 @@ class Gate(nn.Module):
     def weights(self, x: Tensor) -> Tensor:  # (B, in) -> (B, E), rows sum to 1
         return self.logits(x).softmax(-1)
 
-    def forward(self, x: Tensor, experts: Tensor) -> Tensor:  # (B,in), (B,E,D) -> (B,D)
-        return torch.einsum("be,bed->bd", self.weights(x), experts)
+    def forward(self, x: Tensor, experts: Tensor) -> Tensor:  # (B,in), (E,B,D) -> (B,D)
+        return torch.einsum("be,ebd->bd", self.weights(x).to(experts.dtype), experts)
 
 
 class Towers(nn.Module):
@@ -75,14 +72,15 @@ class Towers(nn.Module):
 
     def __init__(self, n_tasks: int, in_dim: int, dims: list[int]) -> None:
         super().__init__()
+        self.n_tasks = n_tasks
         self.hidden = Experts(n_tasks, in_dim, dims) if dims else None
         out_in = dims[-1] if dims else in_dim
         bound = 1.0 / math.sqrt(out_in)
-        self.w = nn.Parameter(torch.empty(n_tasks, out_in).uniform_(-bound, bound))
+        self.w = nn.Parameter(torch.empty(n_tasks, out_in, 1).uniform_(-bound, bound))
         self.b = nn.Parameter(torch.zeros(n_tasks))
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, in) or (B, in) -> (B, T) logits
+    def forward(self, x: Tensor) -> Tensor:  # (T, B, in) or (B, in) -> (B, T) logits
         if x.dim() == 2:
-            x = x.unsqueeze(1).expand(-1, self.w.shape[0], -1)
+            x = x.unsqueeze(0).expand(self.n_tasks, -1, -1)
         h = self.hidden(x) if self.hidden is not None else x
-        return torch.einsum("bti,ti->bt", h, self.w) + self.b
+        return torch.bmm(h, self.w).squeeze(-1).t() + self.b

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from models.layers import Experts, Gate, Towers
+from models.layers import Experts, Towers
 
 
 class MMoE(nn.Module):
@@ -16,14 +16,16 @@ class MMoE(nn.Module):
         self, in_dim: int, n_tasks: int, n_experts: int, expert: list[int], tower: list[int]
     ) -> None:
         super().__init__()
+        self.n_tasks, self.n_experts = n_tasks, n_experts
         self.experts = Experts(n_experts, in_dim, expert)
-        self.gates = nn.ModuleList(Gate(in_dim, n_experts) for _ in range(n_tasks))
+        # every task's gate reads the same input: all gates as one linear layer
+        self.gates = nn.Linear(in_dim, n_tasks * n_experts)
         self.towers = Towers(n_tasks, self.experts.out_dim, tower)
 
     def gate_weights(self, x: Tensor) -> Tensor:  # (B, in) -> (B, T, E), rows sum to 1
-        return torch.stack([g.weights(x) for g in self.gates], dim=1)
+        return self.gates(x).view(-1, self.n_tasks, self.n_experts).softmax(-1)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, T) logits
-        e = self.experts(x)  # (B, E, D)
-        mixed = torch.einsum("bte,bed->btd", self.gate_weights(x), e)  # (B, T, D)
+        e = self.experts(x)  # (E, B, D)
+        mixed = torch.einsum("bte,ebd->tbd", self.gate_weights(x).to(e.dtype), e)  # (T, B, D)
         return self.towers(mixed)

@@ -32,9 +32,16 @@ def build_head(kind: str, in_dim: int, n_tasks: int, cfg: dict[str, Any]) -> nn.
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, spec: EmbeddingSpec, kind: str, n_tasks: int, cfg: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        spec: EmbeddingSpec,
+        kind: str,
+        n_tasks: int,
+        cfg: dict[str, Any],
+        sparse: bool = False,
+    ) -> None:
         super().__init__()
-        self.embedding = FeatureEmbedding(spec)
+        self.embedding = FeatureEmbedding(spec, sparse=sparse)
         self.head = build_head(kind, spec.out_dim, n_tasks, cfg)
 
     def forward(self, sparse: Tensor, dense: Tensor, seqs: tuple[Tensor, ...] = ()) -> Tensor:

@@ -13,9 +13,11 @@ from torch import Tensor, nn
 
 from models.layers import Experts, Gate, Towers
 
+Inputs = tuple[Tensor, ...]  # one (B, D) tensor per task, then the shared one
+
 
 class CGC(nn.Module):
-    """One extraction level: T+1 inputs (one per task, then shared) -> T (+1) outputs."""
+    """One extraction level: T+1 inputs (one per task, then shared) -> T (+1) outputs, task-major."""
 
     def __init__(
         self,
@@ -33,32 +35,41 @@ class CGC(nn.Module):
             n_shared,
             last,
         )
-        n_all = n_tasks * n_specific + n_shared
-        self.experts = Experts(n_all, in_dim, expert)
-        # which input row (task t or shared = T) each expert reads
-        src = [t for t in range(n_tasks) for _ in range(n_specific)] + [n_tasks] * n_shared
-        self.register_buffer("expert_input", torch.tensor(src), persistent=False)
-        # task t's gate sees its own experts then the shared ones
-        own = [[t * n_specific + k for k in range(n_specific)] for t in range(n_tasks)]
-        shared = list(range(n_tasks * n_specific, n_all))
-        self.register_buffer(
-            "task_experts", torch.tensor([o + shared for o in own]), persistent=False
-        )
+        # experts are ordered task 0's K specific, ..., task T-1's K specific, then S shared
+        self.experts = Experts(n_tasks * n_specific + n_shared, in_dim, expert)
         self.task_gates = nn.ModuleList(Gate(in_dim, n_specific + n_shared) for _ in range(n_tasks))
-        self.shared_gate = None if last else Gate(in_dim, n_all)
+        # below the last level a shared gate feeds the next level's shared experts, if any
+        self.shared_gate = (
+            None if last or not n_shared else Gate(in_dim, n_tasks * n_specific + n_shared)
+        )
         self.out_dim = self.experts.out_dim
 
-    def gate_weights(self, inputs: Tensor) -> Tensor:  # (B, T+1, in) -> (B, T, S+K)
-        return torch.stack([g.weights(inputs[:, t]) for t, g in enumerate(self.task_gates)], 1)
+    def gate_weights(self, inputs: Inputs) -> Tensor:  # T+1 x (B, in) -> (B, T, K+S)
+        return torch.stack([g.weights(inputs[t]) for t, g in enumerate(self.task_gates)], 1)
 
-    def forward(self, inputs: Tensor) -> Tensor:  # (B, T+1, in) -> (B, T+1, D) (B, T, D if last)
-        e = self.experts(inputs[:, self.expert_input])  # (B, E_all, D)
-        per_task = e[:, self.task_experts]  # (B, T, S+K, D)
-        out = torch.einsum("btk,btkd->btd", self.gate_weights(inputs), per_task)
-        if self.shared_gate is None:
-            return out
-        shared = self.shared_gate(inputs[:, self.n_tasks], e)  # (B, D)
-        return torch.cat([out, shared.unsqueeze(1)], dim=1)
+    def forward(self, inputs: Inputs) -> Inputs:  # T+1 x (B, in) -> T+1 (T if last) x (B, D)
+        T, K, S = self.n_tasks, self.n_specific, self.n_shared
+        # each expert reads its task's input (specific) or the shared one; tuples, not slices,
+        # so the backward pass has no zero-filled gradient buffers
+        if all(x is inputs[0] for x in inputs):  # first level: everyone reads the same x
+            e = self.experts(inputs[0])
+        else:
+            e = self.experts(
+                torch.stack([inputs[t] for t in range(T) for _ in range(K)] + [inputs[T]] * S)
+            )
+        experts = e.unbind(0)  # T*K+S x (B, D)
+        shared = experts[T * K :]
+        w = self.gate_weights(inputs).to(e.dtype)
+        out = []
+        for t in range(T):
+            mine = experts[t * K : (t + 1) * K] + shared
+            out.append(sum(w[:, t, k, None] * x for k, x in enumerate(mine)))
+        if self.shared_gate is not None:  # the next level's shared input mixes all experts
+            ws = self.shared_gate.weights(inputs[T]).to(e.dtype)
+            out.append(sum(ws[:, k, None] * x for k, x in enumerate(experts)))
+        elif not self.last:
+            out.append(inputs[T])  # no shared experts: nothing reads it, keep the shape
+        return tuple(out)
 
 
 class PLE(nn.Module):
@@ -84,7 +95,7 @@ class PLE(nn.Module):
         self.towers = Towers(n_tasks, in_dim, tower)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, T) logits
-        h = x.unsqueeze(1).expand(-1, self.n_tasks + 1, -1)  # every task and shared read x
+        h: Inputs = (x,) * (self.n_tasks + 1)  # every task and the shared experts read x
         for level in self.levels:
             h = level(h)
-        return self.towers(h)
+        return self.towers(torch.stack(h))  # (T, B, D) -> (B, T)

@@ -59,3 +59,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write bytes to a temp file beside `path`, then rename it over `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

@@ -6,39 +6,40 @@ import numpy as np
 import polars as pl
 
 
-def _auc_terms(y: pl.Expr, rank: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    pos = y.sum()
-    neg = y.count() - pos
-    return pos, neg, (rank * y).sum()
+def _auc_from_ranks(y: np.ndarray, ranks: np.ndarray) -> float:
+    pos = float(y.sum())
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
+        return float("nan")
+    return float((float(ranks[y > 0].sum()) - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def auc(y: np.ndarray, score: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U, ties averaged); NaN if one class only."""
-    df = pl.DataFrame(
-        {"y": np.asarray(y, dtype=np.float64), "s": np.asarray(score, dtype=np.float64)}
-    )
-    pos, neg, rpos = _auc_terms(pl.col("y"), pl.col("s").rank("average"))
-    r = df.select(pos=pos, neg=neg, rpos=rpos).row(0, named=True)
-    if r["pos"] == 0 or r["neg"] == 0:
-        return float("nan")
-    return float((r["rpos"] - r["pos"] * (r["pos"] + 1) / 2) / (r["pos"] * r["neg"]))
+    y = np.asarray(y, dtype=np.float64)
+    ranks = pl.Series(np.asarray(score, dtype=np.float64)).rank("average").to_numpy()
+    return _auc_from_ranks(y, ranks)
 
 
 def gauc(y: np.ndarray, score: np.ndarray, user: np.ndarray) -> float:
-    """Per-user AUC averaged with impression weights; users with one class are skipped."""
+    """Per-user AUC averaged with impression weights; users with one class are skipped.
+
+    Sums run in numpy over users in id order, so the result is bit-for-bit reproducible."""
     df = pl.DataFrame(
         {"y": np.asarray(y, dtype=np.float64), "s": np.asarray(score, dtype=np.float64), "u": user}
     )
-    df = df.with_columns(r=pl.col("s").rank("average").over("u"))
-    pos, neg, rpos = _auc_terms(pl.col("y"), pl.col("r"))
-    g = df.group_by("u").agg(n=pl.len(), pos=pos, neg=neg, rpos=rpos)
-    g = g.filter((pl.col("pos") > 0) & (pl.col("neg") > 0))
+    df = df.with_columns(r=pl.col("s").rank("average").over("u")).sort("u", maintain_order=True)
+    g = (
+        df.group_by("u", maintain_order=True)
+        .agg(n=pl.len(), pos=pl.col("y").sum(), rpos=(pl.col("r") * pl.col("y")).sum())
+        .with_columns(neg=pl.col("n") - pl.col("pos"))
+        .filter((pl.col("pos") > 0) & (pl.col("neg") > 0))
+    )
     if g.is_empty():
         return float("nan")
-    u_auc = (pl.col("rpos") - pl.col("pos") * (pl.col("pos") + 1) / 2) / (
-        pl.col("pos") * pl.col("neg")
-    )
-    return float(g.select((u_auc * pl.col("n")).sum() / pl.col("n").sum()).item())
+    n, pos, neg, rpos = (g[c].to_numpy().astype(np.float64) for c in ("n", "pos", "neg", "rpos"))
+    per_user = (rpos - pos * (pos + 1) / 2) / (pos * neg)
+    return float((per_user * n).sum() / n.sum())
 
 
 def logloss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:

@@ -28,6 +28,7 @@ class Paths(_Strict):
     features: Path = Path("data/features")
     artifacts: Path = Path("artifacts")
     reports: Path = Path("reports")
+    checkpoints: Path = Path("checkpoints")  # resume checkpoints of unfinished training runs
 
 
 class GenerateParams(_Strict):
@@ -93,6 +94,8 @@ class TrainParams(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     embed_dim: int = Field(16, ge=1, le=1024)
     threads: int = Field(2, ge=1, le=256)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    sparse_embeddings: Literal["auto", "sparse", "dense"] = "auto"
 
 
 class SharedBottomParams(_Strict):

@@ -101,8 +101,10 @@ def window(start: Tensor, length: Tensor, size: int) -> Tensor:
     return torch.where(k >= size - length.clamp(max=size).unsqueeze(1), idx, torch.zeros_like(idx))
 
 
-def make_batch(s: Samples, h: Histories, idx: Tensor) -> Batch:
+def make_batch(s: Samples, h: Histories | None, idx: Tensor) -> Batch:
     """Model inputs of the samples at `idx`; sequences in spec order (see tasks.features)."""
+    if h is None:  # a table without histories
+        return s.sparse[idx], s.dense[idx], ()
     hs = s.hist[idx]
     rec = h.rec[window(hs[:, 0], hs[:, 1], h.rec_len)]  # (B, L, 2)
     src = h.src[window(hs[:, 2], hs[:, 3], h.src_len)]  # (B, S, 2 + Q)

@@ -9,12 +9,13 @@ import polars as pl
 import pytest
 import torch
 
+from tasks.engine import EngineOptions, TrainingDiverged, fit
 from tasks.features import build_features, item_table, user_table
 from tasks.generate import generate
 from tasks.params import FeaturesParams, GenerateParams, SplitParams, TrainParams, load_params
 from tasks.split import PARTS, split_logs
 from tasks.tensors import load_histories, load_samples
-from tasks.train import build_model, fit, load_checkpoint, masked_bce, predict
+from tasks.train import build_model, load_checkpoint, masked_bce, predict
 from tests.conftest import ROOT
 
 TASKS = ["click", "long_view", "like"]
@@ -66,7 +67,8 @@ def test_planted_click_signal_is_recovered_and_checkpoint_round_trips(features, 
     hist = load_histories(d, spec, cpu)
     torch.manual_seed(0)
     model, config = build_model(params, "mmoe", spec)
-    result = fit(model, train, valid, hist, params.train, TASKS, log=lambda m: None)
+    opts = EngineOptions(epochs=3, patience=3, batch_size=512, lr=params.train.lr)
+    result = fit(model, train, valid, hist, opts, TASKS, log=lambda m: None)
     assert result.curve[-1]["train_loss"] < result.curve[0]["train_loss"]
     best = result.curve[result.best_epoch - 1]
     assert best["valid_auc_click"] > 0.62, best  # chance is 0.5
@@ -104,14 +106,6 @@ def test_non_finite_loss_stops_training_naming_the_epoch(features):
     )
     with torch.no_grad():
         model.head.towers.b.fill_(math.nan)
-    from tasks.train import TrainingDiverged
-
+    opts = EngineOptions(epochs=1, patience=1, batch_size=512, lr=0.01)
     with pytest.raises(TrainingDiverged, match="epoch 1"):
-        fit(
-            model,
-            train,
-            valid,
-            load_histories(d, spec, cpu),
-            TrainParams(tasks=TASKS, epochs=1),
-            TASKS,
-        )
+        fit(model, train, valid, load_histories(d, spec, cpu), opts, TASKS)
