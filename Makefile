@@ -13,7 +13,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test lint format repro clean
+.PHONY: setup run test lint format repro bench clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ format: setup
 
 test: lint            ## the whole suite (pytest's "no tests ran" exit 5 fails too)
 	$(PY) -m pytest -q
+
+bench: setup          ## training speed against DeepCTR-Torch and torch-rechub (BENCHMARKS.md)
+	$(PY) -m pip install --quiet --no-deps deepctr-torch==0.3.0 torch-rechub==0.9.0
+	$(PY) bench/train_speed.py
 
 clean:
 	rm -rf data artifacts reports/data_docs .dvc/tmp

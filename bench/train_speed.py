@@ -314,7 +314,7 @@ def main() -> None:
             "device",
             "threads",
             "precision",
-            "sparse",
+            "embeddings",
         )
     }
     print(json.dumps({"setup": setup, "results": results, "ratios": ratios}))

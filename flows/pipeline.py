@@ -11,10 +11,14 @@ the metrics comparison (table).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.params import load_params
+from tasks.validate import FAILED_REPORT, REPORT
 
 TRANSIENT = ("is busy, it is being blocked by", "Unable to acquire lock", "rwlock")
 
@@ -102,6 +107,40 @@ def run_stages(group: str, stages: list[str], root: str) -> None:
         raise StageFailed(group, proc.returncode, tail, transient)
 
 
+class PipelineBusy(RuntimeError):
+    """Another pipeline run holds this workspace."""
+
+
+@contextmanager
+def pipeline_lock(project: Path) -> Iterator[None]:
+    """One pipeline run per workspace: a second run is refused at once, before touching anything.
+
+    An advisory lock (flock) on a file under .dvc/tmp: released by the kernel if the holder dies,
+    so a crash never leaves the workspace locked."""
+    path = project / ".dvc" / "tmp" / "sarflow-pipeline.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise PipelineBusy(
+                f"another sarflow pipeline run is in progress in {project} ({holder}); "
+                "refusing to start a second one (runs of one workspace must not overlap)"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def validation_markdown(report: dict[str, Any]) -> str:
     """The validation summary: verdict, row counts, then failing checks first."""
     status = (
@@ -125,8 +164,8 @@ def validation_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def publish_validation(reports: Path) -> None:
-    path = reports / "validation.json"
+def publish_validation(reports: Path, failed: bool) -> None:
+    path = reports / (FAILED_REPORT if failed else REPORT)
     if path.is_file():
         report = json.loads(path.read_text())
         create_markdown_artifact(
@@ -149,13 +188,17 @@ def pipeline(root: str = ".") -> list[dict[str, Any]]:
     """Run every DVC stage group in order; publish validation and metrics artifacts."""
     project = Path(root).resolve()
     reports = project / load_params(project / "params.yaml").paths.reports
-    for group, stages in stage_groups(project):
-        try:
-            run_stages.with_options(name=f"dvc {group}")(group, stages, str(project))
-        finally:
+    with pipeline_lock(project):
+        for group, stages in stage_groups(project):
+            try:
+                run_stages.with_options(name=f"dvc {group}")(group, stages, str(project))
+            except StageFailed:
+                if group == "validate":
+                    publish_validation(reports, failed=True)
+                raise
             if group == "validate":
-                publish_validation(reports)
-    return publish_metrics(reports)
+                publish_validation(reports, failed=False)
+        return publish_metrics(reports)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -177,6 +177,8 @@ def fit(
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen).to(device)[rank * shard : (rank + 1) * shard]
         total = torch.zeros(len(tasks), device=device)
+        # first step of the epoch whose loss was not finite (-1: none), tracked on the device
+        first_bad = torch.full((), -1, dtype=torch.long, device=device)
         steps = 0
         for i in range(0, shard, o.batch_size):
             idx = perm[i : i + o.batch_size]
@@ -189,6 +191,8 @@ def fit(
             for opt in opts:
                 opt.step()
             total += per_task.detach()
+            bad_now = (first_bad < 0) & ~torch.isfinite(per_task.detach()).all()
+            first_bad = torch.where(bad_now, torch.full_like(first_bad, steps + 1), first_bad)
             steps += 1
         train_loss = (total / max(steps, 1)).cpu()  # the one host sync of the epoch
         if not torch.isfinite(train_loss).all():
@@ -196,7 +200,8 @@ def fit(
                 t for t, v in zip(tasks, train_loss.tolist(), strict=True) if not math.isfinite(v)
             ]
             raise TrainingDiverged(
-                f"loss became non-finite in epoch {epoch} (after step {steps}) for tasks {bad}"
+                f"loss became non-finite at step {int(first_bad)} of epoch {epoch} "
+                f"({steps} steps an epoch) for tasks {bad}: lower train.lr, or check the inputs"
             )
         seconds = time.perf_counter() - t0
         stop = torch.zeros(1)

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     params = load_params()
     split = {k: pl.read_parquet(params.paths.split / f"{k}.parquet") for k in SPLIT_FILES}
-    raw = params.paths.raw
+    raw = params.paths.source
     frames, vocabs, spec = build_features(split, item_table(raw), user_table(raw), params.features)
     with atomic_dir(params.paths.features) as tmp:
         for name, df in frames.items():

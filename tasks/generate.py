@@ -208,7 +208,10 @@ def generate(p: GenerateParams) -> dict[str, pl.DataFrame]:
         "item_features.csv": _item_features(p, w, rng, item_ids, t0),
         "social_network.csv": _social(rng, user_ids, w.user_activity),
     }
-    return {f: df.select(list(RAW_FILES[f])) for f, df in frames.items()}
+    # a request or a result page can draw the same item twice: keep one, as a real log would
+    return {
+        f: df.select(list(RAW_FILES[f])).unique(maintain_order=True) for f, df in frames.items()
+    }
 
 
 def _search_log(
@@ -426,9 +429,17 @@ def _social(rng: np.random.Generator, user_ids: np.ndarray, activity: np.ndarray
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Write the five files to paths.raw, atomically (all or nothing)."""
+    """Write the five files to paths.raw, atomically (all or nothing); skipped for a real source."""
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     params = load_params()
+    if params.paths.source.resolve() != params.paths.raw.resolve():
+        with atomic_dir(params.paths.raw) as tmp:
+            (tmp / "NOT_GENERATED.txt").write_text(
+                f"The pipeline reads the KuaiSAR folder {params.paths.source} (paths.source);\n"
+                "nothing was generated. Set paths.source to this folder to use the generator.\n"
+            )
+        print(f"generate: skipped, the pipeline reads {params.paths.source}/ (paths.source)")
+        return
     frames = generate(params.generate)
     with atomic_dir(params.paths.raw) as tmp:
         for name, df in frames.items():

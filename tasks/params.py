@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 BEIJING = timezone(timedelta(hours=8))
 PARAMS_FILE = Path("params.yaml")
@@ -23,12 +32,28 @@ def beijing_ms(text: str) -> int:
 
 
 class Paths(_Strict):
-    raw: Path = Path("data/raw")
+    """Relative paths stay inside the project; an absolute path is an explicit choice."""
+
+    raw: Path = Path("data/raw")  # where the generator writes
+    source: Path = Path("data/raw")  # the KuaiSAR folder the pipeline reads: raw, or a real one
     split: Path = Path("data/split")
     features: Path = Path("data/features")
     artifacts: Path = Path("artifacts")
     reports: Path = Path("reports")
     checkpoints: Path = Path("checkpoints")  # resume checkpoints of unfinished training runs
+
+    @field_validator("*")
+    @classmethod
+    def _inside_project(cls, v: Path, info: ValidationInfo) -> Path:
+        if v.is_absolute():
+            return v
+        root = Path((info.context or {}).get("root", Path.cwd())).resolve()
+        if v == Path(".") or not (root / v).resolve().is_relative_to(root):
+            raise ValueError(
+                f"{v} resolves outside the project folder {root} (or is the folder itself); "
+                f"give an absolute path to use a folder elsewhere"
+            )
+        return v
 
 
 class GenerateParams(_Strict):
@@ -82,8 +107,12 @@ class FeaturesParams(_Strict):
 REC_TASKS = ("click", "long_view", "like", "follow", "forward")
 
 
+# model names become DVC stage names and command arguments: keep them plain identifiers
+ModelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
 class TrainParams(_Strict):
-    models: list[str] = ["shared_bottom", "mmoe", "ple"]
+    models: list[ModelName] = ["shared_bottom", "mmoe", "ple"]
     tasks: list[Literal["click", "long_view", "like", "follow", "forward"]] = list(REC_TASKS)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -134,7 +163,7 @@ class Params(_Strict):
     split: SplitParams = SplitParams()
     features: FeaturesParams = FeaturesParams()
     train: TrainParams = TrainParams()
-    models: dict[str, ModelParams] = {}
+    models: dict[ModelName, ModelParams] = {}
     evaluate: EvaluateParams = EvaluateParams()
 
     @model_validator(mode="after")
@@ -162,7 +191,7 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from e
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(raw, context={"root": path.resolve().parent})
     except ValidationError as e:
         lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
         raise ParamsError(f"{path}: invalid params:\n" + "\n".join(lines)) from None

@@ -164,10 +164,10 @@ def summary(s: Splits) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Read paths.raw, write paths.split atomically."""
+    """Read paths.source, write paths.split atomically."""
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     params = load_params()
-    raw = params.paths.raw
+    raw = params.paths.source
     s = split_logs(read_raw(raw, "rec_inter.csv"), read_raw(raw, "src_inter.csv"), params.split)
     with atomic_dir(params.paths.split) as tmp:
         for part in PARTS:

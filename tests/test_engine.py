@@ -85,3 +85,14 @@ def test_torchrun_trains_with_ddp_on_two_cpu_processes(project):
         losses
     )  # the ranks learn together
     assert os.environ.get("WORLD_SIZE") is None  # the test process itself is not a rank
+
+
+def test_two_runs_with_the_same_seed_give_identical_checkpoints_and_metrics(project):
+    d = project
+    outputs = []
+    for _ in range(2):
+        train_and_evaluate(d)
+        outputs.append(
+            [(d / "artifacts" / "mmoe" / f).read_bytes() for f in ("model.pt", "metrics.json")]
+        )
+    assert outputs[0] == outputs[1]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import polars as pl
 import pytest
-import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -17,7 +17,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.pipeline import pipeline, stage_groups
-from tests.conftest import dvc, make_project
+from tests.conftest import make_project
 
 GROUPS = ["generate", "validate", "split", "features", "train@*", "evaluate@*", "report"]
 
@@ -70,19 +70,14 @@ def test_flow_runs_every_stage_and_publishes_both_artifacts(harness, tmp_path):
     assert (d / "artifacts" / "ple" / "metrics.json").is_file()
 
 
-def test_corrupted_input_stops_the_flow_at_validate_naming_the_check(harness, tmp_path):
-    d = make_project(tmp_path / "p")
-    dvc("repro", "generate", cwd=d)
-    # freeze generate (as for a real source) so the corrupted file is read, not regenerated;
-    # `dvc freeze` refuses parametrized stages, so set the flag in dvc.yaml itself
-    pipeline_yaml = yaml.safe_load((d / "dvc.yaml").read_text())
-    pipeline_yaml["stages"]["generate"]["frozen"] = True
-    (d / "dvc.yaml").write_text(yaml.safe_dump(pipeline_yaml, sort_keys=False))
-    rec = d / "data" / "raw" / "rec_inter.csv"
+def test_corrupted_input_stops_the_flow_at_validate_naming_the_check(harness, tmp_path, raw_dir):
+    source = tmp_path / "kuaisar"  # a real-source folder, as the real dataset would be
+    shutil.copytree(raw_dir, source)
+    d = make_project(tmp_path / "p", {"paths": {"source": str(source)}})
+    rec = source / "rec_inter.csv"
     df = pl.read_csv(rec, infer_schema=False)
-    df.with_columns(
-        click=pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("3")).otherwise(pl.col("click"))
-    ).write_csv(rec)
+    at = pl.int_range(pl.len()) == 4
+    df.with_columns(click=pl.when(at).then(pl.lit("3")).otherwise(pl.col("click"))).write_csv(rec)
 
     state = pipeline(str(d), return_state=True)
     assert state.is_failed()
@@ -97,3 +92,17 @@ def test_corrupted_input_stops_the_flow_at_validate_naming_the_check(harness, tm
     summary = {a.key: a for a in arts}["validation-summary"].data
     assert "FAILED" in summary and "click" in summary and "3" in summary
     assert not (d / "data" / "split").exists()
+
+
+def test_a_second_run_while_one_is_in_progress_is_refused_and_touches_nothing(harness, tmp_path):
+    from flows.pipeline import PipelineBusy, pipeline_lock
+
+    d = make_project(tmp_path / "p")
+    with pipeline_lock(d):  # a run in progress
+        state = pipeline(str(d), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(PipelineBusy, match="another sarflow pipeline run is in progress"):
+        state.result()
+    assert not (d / "data").exists()  # nothing ran
+    tasks, _ = read_run(state.state_details.flow_run_id)
+    assert tasks == []

@@ -46,3 +46,32 @@ def test_bad_params_are_refused_naming_the_key(tmp_path, edit, named):
 def test_missing_params_file_is_named(tmp_path):
     with pytest.raises(ParamsError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "edit,named",
+    [
+        (lambda p: p["paths"].update(raw="../elsewhere/raw"), "paths.raw"),
+        (lambda p: p["paths"].update(artifacts="data/../../x"), "paths.artifacts"),
+        (lambda p: p["paths"].update(reports="."), "paths.reports"),
+    ],
+)
+def test_relative_paths_that_escape_the_project_are_refused(tmp_path, edit, named):
+    with pytest.raises(ParamsError) as e:
+        load_params(write(tmp_path, edit))
+    assert named in str(e.value) and "outside the project" in str(e.value)
+
+
+def test_an_explicit_absolute_path_is_allowed(tmp_path):
+    p = load_params(write(tmp_path, lambda p: p["paths"].update(raw="/srv/kuaisar")))
+    assert str(p.paths.raw) == "/srv/kuaisar"
+
+
+@pytest.mark.parametrize("name", ["mmoe; rm -rf ~", "MMoE", "a b", "$(id)", "../x"])
+def test_model_names_that_could_reach_a_shell_are_refused(tmp_path, name):
+    def edit(p):
+        p["models"][name] = p["models"]["mmoe"]
+        p["train"]["models"] = [name]
+
+    with pytest.raises(ParamsError, match="models"):
+        load_params(write(tmp_path, edit))

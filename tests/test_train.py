@@ -107,5 +107,13 @@ def test_non_finite_loss_stops_training_naming_the_epoch(features):
     with torch.no_grad():
         model.head.towers.b.fill_(math.nan)
     opts = EngineOptions(epochs=1, patience=1, batch_size=512, lr=0.01)
-    with pytest.raises(TrainingDiverged, match="epoch 1"):
+    with pytest.raises(TrainingDiverged, match="at step 1 of epoch 1"):
         fit(model, train, valid, load_histories(d, spec, cpu), opts, TASKS)
+
+
+def test_a_corrupted_checkpoint_is_refused_with_a_clear_error(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"config": {}, "state_dict": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:300])  # truncated on disk
+    with pytest.raises(ValueError, match="refused to load checkpoint"):
+        load_checkpoint(path)

@@ -146,12 +146,14 @@ def test_main_writes_report_and_exits_nonzero_on_bad_data(raw_dir, tmp_path, mon
     shutil.copytree(raw_dir, tmp_path / "data" / "raw")
     _edit("rec_inter.csv", _set("like", "7"))(tmp_path / "data" / "raw")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"models": {}, "train": {"models": []}}))
+    # the stage's paths.source default is data/raw
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         main([])
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
     assert "FAILED rec_inter.csv column 'like'" in out and "['7']" in out
-    report = json.loads((tmp_path / "reports" / "validation.json").read_text())
+    report = json.loads((tmp_path / "reports" / "validation_failed.json").read_text())
     assert report["success"] is False and report["failed"] == 1
+    assert not (tmp_path / "reports" / "validation.json").exists()  # kept for passing runs only
     assert (tmp_path / "reports" / "data_docs" / "index.html").is_file()

@@ -1,0 +1,274 @@
+"""Bad input, end to end: every kind stops `dvc repro` at validate, names the file, column and a
+value, exits non-zero, and leaves everything the last good run produced byte-for-byte as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from tests.conftest import TINY, dvc, make_project
+
+Mutation = Callable[[Path], None]
+
+
+def text_edit(name: str, fn: Callable[[pl.DataFrame], pl.DataFrame]) -> Mutation:
+    def apply(raw: Path) -> None:
+        fn(pl.read_csv(raw / name, infer_schema=False)).write_csv(raw / name)
+
+    return apply
+
+
+def set_cell(name: str, col: str, value: str | None, row: int = 3) -> Mutation:
+    at = pl.int_range(pl.len()) == row
+    lit = pl.lit(value, dtype=pl.String)
+    return text_edit(
+        name, lambda df: df.with_columns(pl.when(at).then(lit).otherwise(pl.col(col)).alias(col))
+    )
+
+
+def byte_edit(name: str, fn: Callable[[bytes], bytes]) -> Mutation:
+    def apply(raw: Path) -> None:
+        (raw / name).write_bytes(fn((raw / name).read_bytes()))
+
+    return apply
+
+
+def rec_search_0_related_1(df: pl.DataFrame) -> pl.DataFrame:
+    at = pl.int_range(pl.len()) == 5
+    return df.with_columns(
+        search=pl.when(at).then(pl.lit("0")).otherwise(pl.col("search")),
+        search_item_related=pl.when(at).then(pl.lit("1")).otherwise(pl.col("search_item_related")),
+    )
+
+
+def session_of_two_users(df: pl.DataFrame) -> pl.DataFrame:
+    first = df["search_session_id"][0]
+    other = str(int(df.filter(pl.col("search_session_id") == first)["user_id"][0]) + 1)
+    row0 = pl.int_range(pl.len()) == 0
+    return df.with_columns(user_id=pl.when(row0).then(pl.lit(other)).otherwise(pl.col("user_id")))
+
+
+REC, SRC, USR, ITM, NET = (
+    "rec_inter.csv",
+    "src_inter.csv",
+    "user_features.csv",
+    "item_features.csv",
+    "social_network.csv",
+)
+# (kind, mutation, file named, column named or None, text that must appear in the message)
+CORPUS: list[tuple[str, Mutation, str, str | None, str]] = [
+    ("missing file", lambda raw: (raw / NET).unlink(), NET, None, "not found"),
+    ("empty file", byte_edit(USR, lambda b: b""), USR, None, "cannot read"),
+    ("header only", byte_edit(ITM, lambda b: b.split(b"\n")[0] + b"\n"), ITM, None, "no data rows"),
+    ("missing column", text_edit(REC, lambda df: df.drop("like")), REC, None, "expected columns"),
+    (
+        "extra column",
+        text_edit(USR, lambda df: df.with_columns(extra=pl.lit("1"))),
+        USR,
+        None,
+        "extra",
+    ),
+    (
+        "renamed column",
+        text_edit(USR, lambda df: df.rename({"onehot_feat2": "feat2"})),
+        USR,
+        None,
+        "feat2",
+    ),
+    ("text in an id", set_cell(REC, "user_id", "abc"), REC, "user_id", "abc"),
+    ("fraction in an id", set_cell(SRC, "item_id", "12.5"), SRC, "item_id", "12.5"),
+    ("NaN id", set_cell(REC, "item_id", "NaN"), REC, "item_id", "NaN"),
+    ("empty id", set_cell(SRC, "user_id", None), SRC, "user_id", "not_be_null"),
+    ("empty label", set_cell(REC, "click", None), REC, "click", "not_be_null"),
+    ("label outside 0/1", set_cell(REC, "follow", "2"), REC, "follow", "2"),
+    ("label written as float", set_cell(SRC, "click_cnt", "1.0"), SRC, "click_cnt", "1.0"),
+    ("negative timestamp", set_cell(REC, "timestamp", "-5"), REC, "timestamp", "-5"),
+    (
+        "far-future timestamp",
+        set_cell(SRC, "search_session_timestamp", "4102444800000"),
+        SRC,
+        "search_session_timestamp",
+        "4102444800000",
+    ),
+    (
+        "malformed datetime text",
+        set_cell(REC, "time", "2023/05/22 10:00"),
+        REC,
+        "time",
+        "2023/05/22 10:00",
+    ),
+    (
+        "malformed date",
+        set_cell(ITM, "upload_time", "22-05-2023"),
+        ITM,
+        "upload_time",
+        "22-05-2023",
+    ),
+    ("malformed word-id list", set_cell(SRC, "keyword", "[12, x]"), SRC, "keyword", "[12, x]"),
+    ("word-id list not closed", set_cell(ITM, "caption", "[1, 2"), ITM, "caption", "[1, 2"),
+    ("negative play time", set_cell(REC, "playing_time", "-100"), REC, "playing_time", "-100"),
+    ("zero duration", set_cell(REC, "duration_ms", "0"), REC, "duration_ms", "0"),
+    (
+        "absurd duration",
+        set_cell(REC, "duration_ms", "999999999999"),
+        REC,
+        "duration_ms",
+        "999999999999",
+    ),
+    ("unknown item type", set_cell(SRC, "item_type", "BANANA"), SRC, "item_type", "BANANA"),
+    ("one-hot feature out of range", set_cell(USR, "onehot_feat1", "5"), USR, "onehot_feat1", "5"),
+    (
+        "item id missing from item_features",
+        set_cell(REC, "item_id", "987654321"),
+        REC,
+        "item_id_missing_from_item_features",
+        "987654321",
+    ),
+    (
+        "user id missing from user_features",
+        set_cell(SRC, "user_id", "987654321"),
+        SRC,
+        "user_id_missing_from_user_features",
+        "987654321",
+    ),
+    (
+        "followed user unknown",
+        set_cell(NET, "user_follow_id", "987654321"),
+        NET,
+        "user_follow_id_missing_from_user_features",
+        "987654321",
+    ),
+    (
+        "search_item_related where search = 0",
+        text_edit(REC, rec_search_0_related_1),
+        REC,
+        "search_item_related_set_where_search_is_0",
+        "1",
+    ),
+    (
+        "duplicate log row",
+        text_edit(REC, lambda df: pl.concat([df, df.slice(7, 1)])),
+        REC,
+        None,
+        "expect_compound_columns_to_be_unique",
+    ),
+    (
+        "duplicate user",
+        text_edit(USR, lambda df: pl.concat([df, df.head(1)])),
+        USR,
+        "user_id",
+        "expect_column_values_to_be_unique",
+    ),
+    (
+        "duplicate item",
+        text_edit(ITM, lambda df: pl.concat([df, df.tail(1)])),
+        ITM,
+        "item_id",
+        "expect_column_values_to_be_unique",
+    ),
+    (
+        "search session of two users",
+        text_edit(SRC, session_of_two_users),
+        SRC,
+        "search_session_id_with_several_users_or_times",
+        "expect_column_values_to_be_null",
+    ),
+    (
+        "non-UTF-8 bytes",
+        byte_edit(SRC, lambda b: b.replace(b"USER_INPUT", b"USER_\xff\xfeNPUT", 1)),
+        SRC,
+        None,
+        "cannot read",
+    ),
+    (
+        "truncated last line",
+        byte_edit(REC, lambda b: b.rstrip(b"\n").rsplit(b",", 3)[0] + b"\n"),
+        REC,
+        None,
+        "rec_inter.csv",
+    ),
+    (
+        "semicolon-separated file",
+        byte_edit(USR, lambda b: b.replace(b",", b";")),
+        USR,
+        None,
+        "expected columns",
+    ),
+]
+
+
+def snapshot(d: Path) -> dict[str, str]:
+    """sha256 of every output of the last good run (Data Docs pages are a log: left out)."""
+    files = [d / "dvc.lock"]
+    for folder in ("data/split", "data/features", "artifacts", "reports"):
+        files += [
+            p
+            for p in (d / folder).rglob("*")
+            if p.is_file() and "data_docs" not in p.parts and p.name != "validation_failed.json"
+        ]
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """A project after one good run on a real-source folder outside it (as real KuaiSAR is)."""
+    base = tmp_path_factory.mktemp("reliability")
+    source, pristine = base / "kuaisar", base / "pristine"
+    d = make_project(base / "sarflow", {"train": {"epochs": 1, "models": ["mmoe"]}})
+    from tasks.generate import generate
+    from tasks.params import GenerateParams
+
+    source.mkdir()
+    for name, df in generate(GenerateParams(**TINY["generate"])).items():
+        df.write_csv(source / name)
+    shutil.copytree(source, pristine)
+    params = yaml.safe_load((d / "params.yaml").read_text())
+    params["paths"]["source"] = str(source)
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc("repro", cwd=d).stdout
+    assert "generate: skipped" in out
+    return d, source, pristine, snapshot(d)
+
+
+def test_the_corpus_has_at_least_25_kinds():
+    assert len({kind for kind, *_ in CORPUS}) >= 25
+
+
+@pytest.mark.parametrize("kind,mutate,file,column,shown", CORPUS, ids=[c[0] for c in CORPUS])
+def test_bad_input_stops_at_validate_and_changes_nothing(good, kind, mutate, file, column, shown):
+    d, raw, pristine, before = good
+    shutil.rmtree(raw)
+    shutil.copytree(pristine, raw)
+    mutate(raw)
+    try:
+        proc = dvc("repro", cwd=d, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, f"{kind}: dvc repro succeeded\n{out}"
+        assert "Running stage 'validate'" in out and "Running stage 'split'" not in out
+        failed = [line for line in out.splitlines() if line.strip().startswith("FAILED")]
+        named = [
+            line for line in failed if file in line and (column is None or f"'{column}'" in line)
+        ]
+        assert named, f"{kind}: no failure names {file} {column}:\n" + "\n".join(
+            failed or [out[-2000:]]
+        )
+        assert any(shown in line for line in named), f"{kind}: {shown!r} not in {named}"
+        assert snapshot(d) == before, f"{kind}: a previous output changed"
+    finally:
+        shutil.rmtree(raw)
+        shutil.copytree(pristine, raw)
+
+
+def test_after_the_bad_inputs_the_good_data_still_runs_clean(good):
+    d, _, _, before = good
+    out = dvc("repro", cwd=d).stdout
+    assert (
+        "Running stage 'split'" not in out
+    )  # same data as the good run: nothing downstream re-runs
+    assert snapshot(d) == before
