@@ -25,6 +25,10 @@ class MMoE(nn.Module):
     def gate_weights(self, x: Tensor) -> Tensor:  # (B, in) -> (B, T, E), rows sum to 1
         return self.gates(x).view(-1, self.n_tasks, self.n_experts).softmax(-1)
 
+    def mean_gate_weights(self, x: Tensor) -> list[Tensor]:  # (B, in) -> [(T, E)]
+        """How much each task leans on each expert, averaged over the batch (one level)."""
+        return [self.gate_weights(x).mean(0)]
+
     def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, T) logits
         e = self.experts(x)  # (E, B, D)
         mixed = torch.einsum("bte,ebd->tbd", self.gate_weights(x).to(e.dtype), e)  # (T, B, D)

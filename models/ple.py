@@ -94,6 +94,15 @@ class PLE(nn.Module):
         self.levels = nn.ModuleList(levels)
         self.towers = Towers(n_tasks, in_dim, tower)
 
+    def mean_gate_weights(self, x: Tensor) -> list[Tensor]:  # (B, in) -> [(T, K+S)] per level
+        """Each level's task gates averaged over the batch: own experts first, then shared."""
+        h: Inputs = (x,) * (self.n_tasks + 1)
+        out = []
+        for level in self.levels:
+            out.append(level.gate_weights(h).mean(0))
+            h = level(h)
+        return out
+
     def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, T) logits
         h: Inputs = (x,) * (self.n_tasks + 1)  # every task and the shared experts read x
         for level in self.levels:

@@ -1,16 +1,46 @@
-"""evaluate@MODEL: test-set AUC, GAUC and logloss per task, into a DVC metrics file."""
+"""evaluate@MODEL: test-set AUC, GAUC and logloss per task (a DVC metric), ROC points, gate use."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+import numpy as np
 import torch
 
+from models.multitask import MultiTaskModel
 from tasks.io import write_json_atomic
 from tasks.metrics import task_metrics
 from tasks.params import load_params
-from tasks.tensors import load_histories, load_samples, read_spec
+from tasks.tensors import Histories, Samples, load_histories, load_samples, make_batch, read_spec
 from tasks.train import load_checkpoint, predict, resolve_device
+
+
+def roc_points(y: np.ndarray, p: np.ndarray, n: int = 200) -> dict[str, list[float]]:
+    """The ROC curve, thinned to about `n` points (NaN labels dropped)."""
+    keep = ~np.isnan(y)
+    y, p = y[keep], p[keep]
+    order = np.argsort(-p, kind="stable")
+    tp = np.concatenate([[0.0], np.cumsum(y[order])])
+    fp = np.concatenate([[0.0], np.cumsum(1 - y[order])])
+    pick = np.unique(np.linspace(0, len(tp) - 1, min(n, len(tp))).astype(int))
+    return {
+        "fpr": (fp[pick] / max(fp[-1], 1)).round(5).tolist(),
+        "tpr": (tp[pick] / max(tp[-1], 1)).round(5).tolist(),
+    }
+
+
+@torch.no_grad()
+def gate_use(
+    model: MultiTaskModel, s: Samples, h: Histories, n: int = 16384
+) -> list[list[list[float]]]:
+    """Mean gate weight per level, task and expert on the first `n` test samples ([] if no gates)."""
+    head = model.head
+    if not hasattr(head, "mean_gate_weights"):
+        return []
+    idx = torch.arange(min(n, len(s)), device=s.sparse.device)
+    x = model.embedding(*make_batch(s, h, idx))
+    return [w.float().cpu().numpy().round(5).tolist() for w in head.mean_gate_weights(x)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,17 +52,28 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(params.train.device)
     out = params.paths.artifacts / args.model
     model, config = load_checkpoint(out / "model.pt")
-    model.to(device)
+    model.to(device).eval()
     feats = params.paths.features
     spec = read_spec(feats)
     tasks = config["tasks"]
     test = load_samples(feats, "rec_test", spec, tasks, device)
-    probs = predict(model, test, load_histories(feats, spec, device), params.evaluate.batch_size)
-    metrics = task_metrics(test.labels.cpu().numpy(), probs, test.user, tasks)
+    hist = load_histories(feats, spec, device)
+    probs = predict(model, test, hist, params.evaluate.batch_size)
+    labels = test.labels.cpu().numpy()
+    metrics = task_metrics(labels, probs, test.user, tasks)
     write_json_atomic(out / "metrics.json", metrics)
+    details: dict[str, Any] = {
+        "roc": {t: roc_points(labels[:, i], probs[:, i]) for i, t in enumerate(tasks)},
+        "gates": gate_use(model, test, hist),
+        "kind": config["kind"],
+        "head": config["head"],
+        "tasks": tasks,
+    }
+    write_json_atomic(out / "evaluation.json", details)
     for t, m in metrics.items():
         print(
-            f"evaluate@{args.model}: {t:10s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}"
+            f"evaluate@{args.model}: {t:10s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  "
+            f"logloss {m['logloss']:.4f}"
         )
 
 

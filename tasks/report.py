@@ -56,7 +56,26 @@ def main(argv: list[str] | None = None) -> None:
     reports = params.paths.reports
     write_text_atomic(reports / "comparison.md", "# Model comparison (test set)\n\n" + table)
     write_json_atomic(reports / "comparison.json", {"rows": rows})
+    draw_pictures(params.paths.artifacts, reports, metrics, list(params.train.tasks))
     print(table)
+
+
+PICTURES = ("roc.png", "learning_curves.png", "gates.png", "seesaw.png")
+
+
+def draw_pictures(
+    artifacts: Path, reports: Path, metrics: dict[str, dict], tasks: list[str]
+) -> None:
+    """The report's PNG figures (see tasks.plots), from what train and evaluate wrote."""
+    from tasks import plots
+
+    models = list(metrics)
+    evals = {m: json.loads((artifacts / m / "evaluation.json").read_text()) for m in models}
+    curves = {m: json.loads((artifacts / m / "curve.json").read_text())["curve"] for m in models}
+    plots.roc(evals, metrics, tasks, reports / "roc.png")
+    plots.learning_curves(curves, reports / "learning_curves.png")
+    plots.gates(evals, tasks, reports / "gates.png")
+    plots.seesaw(metrics, tasks, reports / "seesaw.png")
 
 
 if __name__ == "__main__":

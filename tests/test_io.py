@@ -55,3 +55,15 @@ def test_kill_9_in_the_middle_of_a_write_keeps_the_old_file(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT)
     assert proc.returncode == -9
     assert f.read_text() == "old\n"  # the temp file may remain beside it, never in its place
+
+
+def test_outputs_get_the_usual_permissions_not_the_temp_files_private_ones(tmp_path):
+    import os
+
+    write_text_atomic(tmp_path / "a.json", "{}")
+    with atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "x").write_text("1")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask

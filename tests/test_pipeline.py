@@ -8,6 +8,7 @@ import re
 import pytest
 import yaml
 
+from tasks.report import PICTURES
 from tasks.schema import RAW_FILES
 from tests.conftest import dvc, make_project
 
@@ -45,6 +46,18 @@ def test_repro_runs_every_stage_and_writes_every_output(project):
             assert 0.0 <= metrics[task]["auc"] <= 1.0
     table = (d / "reports" / "comparison.md").read_text()
     assert all(m in table for m in ("shared_bottom", "mmoe", "ple"))
+    for picture in PICTURES:
+        data = (d / "reports" / picture).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5_000, picture
+    gates = {
+        m: json.loads((d / "artifacts" / m / "evaluation.json").read_text())["gates"]
+        for m in ("shared_bottom", "mmoe", "ple")
+    }
+    assert gates["shared_bottom"] == [] and len(gates["mmoe"]) == 1 and len(gates["ple"]) == 2
+    for level in (
+        gates["mmoe"] + gates["ple"]
+    ):  # per task, the mean gate is a distribution over experts
+        assert len(level) == len(tasks) and all(abs(sum(row) - 1) < 1e-3 for row in level)
 
 
 def test_a_second_repro_runs_nothing(project):

@@ -1,0 +1,91 @@
+"""Pictures for the report, as PNG files that work offline: ROC, learning curves, gate use, seesaw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tasks.io import write_bytes_atomic  # noqa: E402
+
+
+def _save(fig: Any, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def roc(evals: dict[str, dict], metrics: dict[str, dict], tasks: list[str], path: Path) -> None:
+    """One panel per task, one ROC curve per model."""
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for model, ev in evals.items():
+            r = ev["roc"][task]
+            ax.plot(r["fpr"], r["tpr"], label=f"{model} {metrics[model][task]['auc']:.3f}")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")
+        ax.set(title=task, xlabel="false positive rate", ylabel="true positive rate")
+        ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+
+
+def learning_curves(curves: dict[str, list[dict]], path: Path) -> None:
+    """Train loss and mean valid AUC per epoch, one line per model."""
+    fig, (loss, auc) = plt.subplots(1, 2, figsize=(8, 3.2))
+    for model, curve in curves.items():
+        epochs = [r["epoch"] for r in curve]
+        loss.plot(epochs, [r["train_loss"] for r in curve], marker="o", label=model)
+        auc.plot(epochs, [r["valid_mean_auc"] for r in curve], marker="o", label=model)
+    loss.set(title="train loss (sum over tasks)", xlabel="epoch")
+    auc.set(title="valid AUC (mean over tasks)", xlabel="epoch")
+    auc.legend(fontsize=8)
+    _save(fig, path)
+
+
+def expert_names(ev: dict[str, Any], level_width: int) -> list[str]:
+    if ev["kind"] == "ple":
+        k, s = ev["head"]["n_specific"], ev["head"]["n_shared"]
+        return [f"own {i + 1}" for i in range(k)] + [f"shared {i + 1}" for i in range(s)]
+    return [f"expert {i + 1}" for i in range(level_width)]
+
+
+def gates(evals: dict[str, dict], tasks: list[str], path: Path) -> None:
+    """How much each task leans on each expert: one heatmap per gated model and level."""
+    panels = [(m, i, w) for m, ev in evals.items() for i, w in enumerate(ev["gates"])]
+    if not panels:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.text(0.5, 0.5, "no gated model in this run", ha="center", va="center")
+        ax.axis("off")
+        _save(fig, path)
+        return
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.4 * len(panels), 0.5 + 0.45 * len(tasks)), squeeze=False
+    )
+    for ax, (model, level, w) in zip(axes[0], panels, strict=True):
+        names = expert_names(evals[model], len(w[0]))
+        ax.imshow(w, vmin=0, vmax=1, cmap="Blues", aspect="auto")
+        for t, row in enumerate(w):
+            for e, v in enumerate(row):
+                ax.text(e, t, f"{v:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(tasks)), tasks, fontsize=7)
+        ax.set_title(f"{model} level {level + 1}", fontsize=9)
+    _save(fig, path)
+
+
+def seesaw(metrics: dict[str, dict], tasks: list[str], path: Path) -> None:
+    """Each model's AUC on the first task against every other task: the seesaw, if any."""
+    first, others = tasks[0], tasks[1:] or tasks
+    fig, axes = plt.subplots(1, len(others), figsize=(3.0 * len(others), 3.0), squeeze=False)
+    for ax, task in zip(axes[0], others, strict=True):
+        for model, m in metrics.items():
+            ax.scatter(m[first]["auc"], m[task]["auc"], label=model)
+            ax.annotate(model, (m[first]["auc"], m[task]["auc"]), fontsize=7)
+        ax.set(xlabel=f"{first} AUC", ylabel=f"{task} AUC")
+    _save(fig, path)
