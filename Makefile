@@ -13,7 +13,10 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test lint format repro bench clean
+.PHONY: setup run test lint format repro bench remote dashboard serve clean
+
+PORT       ?= 4200
+DVC_REMOTE ?= $(abspath ..)/sarflow-dvc-remote
 
 setup: $(STAMP)
 
@@ -44,6 +47,15 @@ test: lint            ## the whole suite (pytest's "no tests ran" exit 5 fails t
 bench: setup          ## training speed against DeepCTR-Torch and torch-rechub (BENCHMARKS.md)
 	$(PY) -m pip install --quiet --no-deps deepctr-torch==0.3.0 torch-rechub==0.9.0
 	$(PY) bench/train_speed.py
+
+remote: setup         ## default DVC remote: a local folder outside the repo (DVC_REMOTE=... for any URL)
+	$(VENV)/bin/dvc remote add --local --default --force sarflow $(DVC_REMOTE)
+
+dashboard: setup      ## the Prefect server and UI on http://127.0.0.1:$(PORT)
+	PREFECT_UI_API_URL=http://127.0.0.1:$(PORT)/api $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PORT)
+
+serve: setup remote   ## the pipeline on its cron schedule (serve.cron), against the dashboard's server
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PORT)/api} $(PY) -m flows.serve
 
 clean:
 	rm -rf data artifacts reports/data_docs .dvc/tmp

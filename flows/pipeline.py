@@ -183,8 +183,23 @@ def publish_metrics(reports: Path) -> list[dict[str, Any]]:
     return rows
 
 
+@task(retries=3, retry_delay_seconds=30, task_run_name="dvc push")
+def push(root: str) -> None:
+    """Send data and models to the default DVC remote (network I/O: retried)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "push"], cwd=root, capture_output=True, text=True
+    )
+    log = get_run_logger()
+    for line in (proc.stdout + proc.stderr).splitlines():
+        log.info("%s", line)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"dvc push failed (exit {proc.returncode}); is a default remote set? (make remote)"
+        )
+
+
 @flow(name="sarflow-pipeline", log_prints=True)
-def pipeline(root: str = ".") -> list[dict[str, Any]]:
+def pipeline(root: str = ".", push_to_remote: bool = False) -> list[dict[str, Any]]:
     """Run every DVC stage group in order; publish validation and metrics artifacts."""
     project = Path(root).resolve()
     reports = project / load_params(project / "params.yaml").paths.reports
@@ -198,7 +213,10 @@ def pipeline(root: str = ".") -> list[dict[str, Any]]:
                 raise
             if group == "validate":
                 publish_validation(reports, failed=False)
-        return publish_metrics(reports)
+        rows = publish_metrics(reports)
+        if push_to_remote:
+            push(str(project))
+        return rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -152,6 +152,10 @@ class PLEParams(_Strict):
 ModelParams = Annotated[SharedBottomParams | MMoEParams | PLEParams, Field(discriminator="kind")]
 
 
+class ServeParams(_Strict):
+    cron: str = Field("0 3 * * *", min_length=9)  # five cron fields
+
+
 class EvaluateParams(_Strict):
     batch_size: int = Field(16384, ge=1)
 
@@ -165,6 +169,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     models: dict[ModelName, ModelParams] = {}
     evaluate: EvaluateParams = EvaluateParams()
+    serve: ServeParams = ServeParams()
 
     @model_validator(mode="after")
     def _models_declared(self) -> Params:
