@@ -14,6 +14,7 @@ import argparse
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,7 +25,12 @@ from typing import Any
 
 import networkx as nx
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from tasks.params import load_params
 from tasks.validate import FAILED_REPORT, REPORT
@@ -98,13 +104,16 @@ def run_stages(group: str, stages: list[str], root: str) -> None:
         cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
         assert proc.stdout is not None
+        progress = TrainingProgress(len(stages)) if group == "train@*" else _NoProgress()
         for line in proc.stdout:
             line = line.rstrip()
             log.info("%s", line)
+            progress.see(line)
             tail = (tail + [line])[-40:]
     if proc.returncode != 0:
         transient = any(marker in line for line in tail for marker in TRANSIENT)
         raise StageFailed(group, proc.returncode, tail, transient)
+    progress.finish()
 
 
 class PipelineBusy(RuntimeError):
@@ -139,6 +148,50 @@ def pipeline_lock(project: Path) -> Iterator[None]:
             f.seek(0)
             f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class TrainingProgress:
+    """A live progress artifact for the train group, fed by the stages' own log lines.
+
+    `Running stage 'train@m'` starts a model, `epoch e/E` moves it; the group reaches 100% when
+    its stages succeed (early stopping can end a model before its last epoch)."""
+
+    STAGE = re.compile(r"Running stage 'train@")
+    EPOCH = re.compile(r"^epoch (\d+)/(\d+) ")
+
+    def __init__(self, n_models: int) -> None:
+        self.n_models, self.started, self.fraction = n_models, 0, 0.0
+        self.artifact: Any = None
+
+    def see(self, line: str) -> None:
+        if self.STAGE.search(line):
+            self.started, self.fraction = self.started + 1, 0.0
+        elif m := self.EPOCH.match(line):
+            self.fraction = int(m.group(1)) / int(m.group(2))
+        else:
+            return
+        done = max(self.started - 1, 0) + self.fraction
+        self._publish(100.0 * done / self.n_models, f"model {self.started} of {self.n_models}")
+
+    def finish(self) -> None:
+        self._publish(100.0, f"{self.n_models} of {self.n_models} models trained")
+
+    def _publish(self, pct: float, description: str) -> None:
+        pct = min(100.0, pct)
+        if self.artifact is None:
+            self.artifact = create_progress_artifact(
+                pct, key="training-progress", description=description
+            )
+        else:
+            update_progress_artifact(self.artifact, pct, description=description)
+
+
+class _NoProgress:
+    def see(self, line: str) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
 
 
 def validation_markdown(report: dict[str, Any]) -> str:

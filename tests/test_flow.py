@@ -67,6 +67,8 @@ def test_flow_runs_every_stage_and_publishes_both_artifacts(harness, tmp_path):
     table = by_key["metrics-comparison"]
     assert table.type == "table"
     assert "mmoe" in table.data and "gauc" in table.data
+    progress = by_key["training-progress"]  # moved by the epochs, 100 when training ends
+    assert progress.type == "progress" and float(progress.data) == 100.0
     assert (d / "artifacts" / "ple" / "metrics.json").is_file()
 
 
