@@ -17,6 +17,10 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="sarflow-prefect-")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DVC_NO_ANALYTICS"] = "1"
+# `dvc exp` and the tests' commits need a git identity, which a fresh CI machine may lack
+for var, value in (("NAME", "sarflow tests"), ("EMAIL", "tests@sarflow.invalid")):
+    os.environ.setdefault(f"GIT_AUTHOR_{var}", value)
+    os.environ.setdefault(f"GIT_COMMITTER_{var}", value)
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ["tasks", "models", "flows", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore"]

@@ -10,7 +10,7 @@ import yaml
 
 from tasks.report import PICTURES
 from tasks.schema import RAW_FILES
-from tests.conftest import dvc, make_project
+from tests.conftest import dvc, make_project, run
 
 STAGES = [
     "generate",
@@ -73,3 +73,15 @@ def test_changing_one_models_params_reruns_only_that_model_and_the_report(projec
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc("repro", cwd=d).stdout
     assert ran(out) == {"train@mmoe", "evaluate@mmoe", "report"}
+
+
+def test_dvc_experiments_run_with_a_changed_param_and_show_up(project):
+    d, _ = project
+    run(["git", "add", "-A"], cwd=d)
+    run(["git", "commit", "-qm", "baseline"], cwd=d)
+    out = dvc("exp", "run", "-S", "models.mmoe.n_experts=4", "-n", "four-experts", cwd=d).stdout
+    assert ran(out) == {"train@mmoe", "evaluate@mmoe", "report"}
+    shown = dvc("exp", "show", "--json", cwd=d).stdout
+    assert "four-experts" in shown and "n_experts" in shown
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=d).stdout)
+    assert any("mmoe" in path for path in diff), diff  # against the last commit

@@ -1,0 +1,131 @@
+"""A real Prefect server: serve the deployment, trigger a run, read it back, stop everything.
+
+Everything Prefect runs in child processes and is read over the REST API, so this test never
+shares Prefect settings or background workers with the in-process harness of test_flow.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import make_project
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, check, timeout: float, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group, then SIGKILL what is left; no descendant may survive."""
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    _, alive = psutil.wait_procs(family, timeout=15)
+    assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_API_URL=api,
+        PREFECT_UI_API_URL=api,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    )
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{api}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for("the Prefect server", healthy, timeout=180)
+        yield api, env
+    finally:
+        stop(proc)
+        log.close()
+    assert proc.poll() is not None
+
+
+def test_served_deployment_runs_on_trigger_with_task_runs_and_artifacts(server, tmp_path):
+    api, env = server
+    d = make_project(tmp_path / "p")
+    serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "flows.serve", "--root", str(d), "--cron", "0 0 1 1 *", "--no-push", "--name", "t"],
+        cwd=d, env=env, stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        post = lambda path, body=None: httpx.post(f"{api}{path}", json=body or {}, timeout=10)  # noqa: E731
+        deployment = wait_for(
+            "the served deployment",
+            lambda: next((x for x in post("/deployments/filter").json() if x["name"] == "t"), None),
+            timeout=120,
+        )
+        assert deployment["global_concurrency_limit"]["limit"] == 1  # never two runs at once
+        assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+        run = post(f"/deployments/{deployment['id']}/create_flow_run").json()
+
+        def finished():
+            state = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json()["state"]
+            return (
+                state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+            )
+
+        state = wait_for("the triggered run", finished, timeout=600, every=3)
+        assert state["type"] == "COMPLETED", (state, (tmp_path / "serve.log").read_text()[-3000:])
+        flt = {"flow_runs": {"id": {"any_": [run["id"]]}}}
+        names = {t["name"] for t in post("/task_runs/filter", flt).json()}
+        assert {"dvc generate", "dvc validate", "dvc train@*", "dvc report"} <= names
+        keys = {
+            a["key"]
+            for a in post(
+                "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
+            ).json()
+        }
+        assert {"validation-summary", "metrics-comparison", "training-progress"} <= keys
+        assert (d / "reports" / "comparison.md").is_file()
+    finally:
+        stop(serve)
+        serve_log.close()
+    assert serve.poll() is not None
