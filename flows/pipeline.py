@@ -26,6 +26,7 @@ from typing import Any
 import networkx as nx
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
+    create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
@@ -33,6 +34,7 @@ from prefect.artifacts import (
 )
 
 from tasks.params import load_params
+from tasks.report import PICTURES
 from tasks.validate import FAILED_REPORT, REPORT
 
 TRANSIENT = ("is busy, it is being blocked by", "Unable to acquire lock", "rwlock")
@@ -236,6 +238,23 @@ def publish_metrics(reports: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def publish_links(reports: Path) -> None:
+    """Links to what the run left on disk: the Data Docs and the comparison figures."""
+    docs = reports / "data_docs" / "index.html"
+    if docs.is_file():
+        create_link_artifact(
+            key="data-docs", link=docs.resolve().as_uri(), link_text="Great Expectations Data Docs"
+        )
+    figures = [reports / name for name in PICTURES if (reports / name).is_file()]
+    if figures:
+        lines = [f"- [{f.stem.replace('_', ' ')}]({f.resolve().as_uri()})" for f in figures]
+        create_markdown_artifact(
+            key="model-comparison-figures",
+            markdown="# Model comparison figures\n\n" + "\n".join(lines),
+            description="PNG files under reports/ (also DVC plots)",
+        )
+
+
 @task(retries=3, retry_delay_seconds=30, task_run_name="dvc push")
 def push(root: str) -> None:
     """Send data and models to the default DVC remote (network I/O: retried)."""
@@ -263,10 +282,12 @@ def pipeline(root: str = ".", push_to_remote: bool = False) -> list[dict[str, An
             except StageFailed:
                 if group == "validate":
                     publish_validation(reports, failed=True)
+                    publish_links(reports)  # the failing checks are in the Data Docs too
                 raise
             if group == "validate":
                 publish_validation(reports, failed=False)
         rows = publish_metrics(reports)
+        publish_links(reports)
         if push_to_remote:
             push(str(project))
         return rows

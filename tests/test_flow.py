@@ -67,6 +67,8 @@ def test_flow_runs_every_stage_and_publishes_both_artifacts(harness, tmp_path):
     table = by_key["metrics-comparison"]
     assert table.type == "table"
     assert "mmoe" in table.data and "gauc" in table.data
+    assert "data_docs/index.html" in by_key["data-docs"].data  # a link (stored as markdown)
+    assert "seesaw.png" in by_key["model-comparison-figures"].data
     progress = by_key["training-progress"]  # moved by the epochs, 100 when training ends
     assert progress.type == "progress" and float(progress.data) == 100.0
     assert (d / "artifacts" / "ple" / "metrics.json").is_file()
@@ -93,6 +95,7 @@ def test_corrupted_input_stops_the_flow_at_validate_naming_the_check(harness, tm
     assert "click" in states["dvc validate"].message
     summary = {a.key: a for a in arts}["validation-summary"].data
     assert "FAILED" in summary and "click" in summary and "3" in summary
+    assert "data-docs" in {a.key for a in arts}  # a failed run still links what it produced
     assert not (d / "data" / "split").exists()
 
 
