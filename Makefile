@@ -13,7 +13,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test lint format repro bench remote dashboard serve clean
+.PHONY: setup browser run test lint format repro bench remote dashboard serve clean
 
 PORT       ?= 4200
 DVC_REMOTE ?= $(abspath ..)/sarflow-dvc-remote
@@ -26,6 +26,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.lock
 	@git rev-parse --git-dir >/dev/null 2>&1 || git init --quiet
 	touch $(STAMP)
+
+# Debian's Chromium for the dashboard test (tests/test_server.py) and flows/dashboard_check.py;
+# Playwright drives it from the venv and never downloads a browser.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
 
 run: setup            ## generate, validate, split, train and evaluate through the Prefect flow
 	$(PY) -m flows.pipeline
@@ -41,7 +49,7 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint            ## the whole suite (pytest's "no tests ran" exit 5 fails too)
+test: lint browser    ## the whole suite (pytest's "no tests ran" exit 5 fails too)
 	$(PY) -m pytest -q
 
 bench: setup          ## training speed against DeepCTR-Torch and torch-rechub (BENCHMARKS.md)

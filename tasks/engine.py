@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from tasks.io import write_bytes_atomic
 from tasks.metrics import auc
+from tasks.progress import progress
 from tasks.tensors import Histories, Samples, make_batch
 
 
@@ -180,7 +181,10 @@ def fit(
         # first step of the epoch whose loss was not finite (-1: none), tracked on the device
         first_bad = torch.full((), -1, dtype=torch.long, device=device)
         steps = 0
-        for i in range(0, shard, o.batch_size):
+        batches = range(0, shard, o.batch_size)
+        if rank == 0:  # one bar, not one per process
+            batches = progress(batches, len(batches), f"epoch {epoch}/{o.epochs}")
+        for i in batches:
             idx = perm[i : i + o.batch_size]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=o.bf16):
                 logits = model(*make_batch(train, hist, idx))

@@ -23,7 +23,16 @@ for var, value in (("NAME", "sarflow tests"), ("EMAIL", "tests@sarflow.invalid")
     os.environ.setdefault(f"GIT_COMMITTER_{var}", value)
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ["tasks", "models", "flows", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore"]
+CODE = [
+    "tasks",
+    "models",
+    "flows",
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    ".dvcignore",
+    "prefect.yaml",
+]
 
 TINY = {
     "generate": {

@@ -1,4 +1,5 @@
-"""A real Prefect server: serve the deployment, trigger a run, read it back, stop everything.
+"""A real Prefect server: serve the deployment, trigger a run, read it back over the API and in
+headless Chromium (the dashboard page), stop everything.
 
 Everything Prefect runs in child processes and is read over the REST API, so this test never
 shares Prefect settings or background workers with the in-process harness of test_flow.py."""
@@ -16,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import make_project
+from flows.dashboard_check import check_flow_run
+from tests.conftest import ROOT, make_project
 
 
 def free_port() -> int:
@@ -54,8 +56,9 @@ def stop(proc: subprocess.Popen) -> None:
     assert not alive, f"left running: {[p.cmdline() for p in alive]}"
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("server")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = dict(
@@ -125,7 +128,43 @@ def test_served_deployment_runs_on_trigger_with_task_runs_and_artifacts(server, 
         }
         assert {"validation-summary", "metrics-comparison", "training-progress"} <= keys
         assert (d / "reports" / "comparison.md").is_file()
+
+        # the same run as a user sees it: the dashboard page in headless Chromium
+        page = check_flow_run(api.removesuffix("/api"), run["id"], d / "reports" / "dashboard")
+        assert page.missing == [], page.missing
+        assert page.state == "Completed"
+        assert len(page.screenshots) == 3  # run's task runs, run's artifacts, train task's page
+        for png in page.screenshots:
+            assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert Path(png).stat().st_size > 20_000, png  # a rendered page, not a blank one
     finally:
         stop(serve)
         serve_log.close()
     assert serve.poll() is not None
+
+
+def test_prefect_yaml_registers_the_worker_deployment(server, tmp_path):
+    """prefect.yaml, for users who run workers: `prefect deploy --all` registers the pipeline with
+    the same contract as `make serve` (concurrency 1, enqueue, push) and params.yaml's cron."""
+    api, env = server
+    d = make_project(tmp_path / "p")
+    prefect = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "prefect", *a], cwd=d, env=env, capture_output=True, text=True
+    )
+    made = prefect("work-pool", "create", "sarflow", "--type", "process")
+    assert made.returncode == 0, made.stdout + made.stderr
+    deployed = prefect("--no-prompt", "deploy", "--all")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    found = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+    dep = next(x for x in found if x["name"] == "scheduled-worker")
+    assert dep["work_pool_name"] == "sarflow"
+    assert dep["entrypoint"] == "flows/pipeline.py:pipeline"
+    assert dep["parameters"] == {"root": ".", "push_to_remote": True}
+    assert dep["global_concurrency_limit"]["limit"] == 1
+    assert dep["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    from tasks.params import load_params
+
+    crons = [s["schedule"]["cron"] for s in dep["schedules"]]
+    assert crons == [load_params(ROOT / "params.yaml").serve.cron]  # the yaml mirrors params
+    pull = dep["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
+    assert Path(pull["directory"]).resolve() == d.resolve()
