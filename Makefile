@@ -13,7 +13,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup browser run test lint format repro bench remote dashboard serve clean
+.PHONY: setup browser run test lint format repro bench bench-data synthetic remote dashboard serve clean
 
 PORT       ?= 4200
 DVC_REMOTE ?= $(abspath ..)/sarflow-dvc-remote
@@ -55,6 +55,12 @@ test: lint browser    ## the whole suite (pytest's "no tests ran" exit 5 fails t
 bench: setup          ## training speed against DeepCTR-Torch and torch-rechub (BENCHMARKS.md)
 	$(PY) -m pip install --quiet --no-deps deepctr-torch==0.3.0 torch-rechub==0.9.0
 	$(PY) bench/train_speed.py
+
+bench-data: setup     ## validate + split + features at 1M, 5M, 20M actions (BENCHMARKS.md; ~15 min)
+	$(PY) bench/data_speed.py
+
+synthetic: setup      ## the MMoE paper's synthetic experiment -> reports/synthetic/ (~5 min)
+	$(PY) -m flows.synthetic
 
 remote: setup         ## default DVC remote: a local folder outside the repo (DVC_REMOTE=... for any URL)
 	$(VENV)/bin/dvc remote add --local --default --force sarflow $(DVC_REMOTE)

@@ -57,13 +57,15 @@ class FeatureEmbedding(nn.Module):
         self.spec = spec
         tables = list(spec.sparse) + list(spec.extra_tables)
         sizes = [n for _, n in tables]
-        starts = [0]
-        for n in sizes[:-1]:
-            starts.append(starts[-1] + n)
+        starts = [0] * len(sizes)  # each table's first row in the one embedding
+        for i in range(1, len(sizes)):
+            starts[i] = starts[i - 1] + sizes[i - 1]
         self.offset = {name: s for (name, _), s in zip(tables, starts, strict=True)}
         self.field_pos = {name: i for i, (name, _) in enumerate(spec.sparse)}
         self.register_buffer(
-            "sparse_offsets", torch.tensor(starts[: len(spec.sparse)]), persistent=False
+            "sparse_offsets",
+            torch.tensor(starts[: len(spec.sparse)], dtype=torch.long),
+            persistent=False,
         )
         self.table = nn.Embedding(sum(sizes), spec.dim, sparse=sparse)  # sparse: SparseAdam rows
         nn.init.normal_(self.table.weight, std=0.05)

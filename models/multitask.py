@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from models.embedding import EmbeddingSpec, FeatureEmbedding
@@ -16,8 +17,15 @@ def build_head(kind: str, in_dim: int, n_tasks: int, cfg: dict[str, Any]) -> nn.
     """The multi-task head named by `kind`, from its params section (minus `kind`)."""
     if kind == "shared_bottom":
         return SharedBottom(in_dim, n_tasks, bottom=cfg["bottom"], tower=cfg["tower"])
-    if kind == "mmoe":
-        return MMoE(in_dim, n_tasks, cfg["n_experts"], expert=cfg["expert"], tower=cfg["tower"])
+    if kind in ("mmoe", "omoe"):
+        return MMoE(
+            in_dim,
+            n_tasks,
+            cfg["n_experts"],
+            expert=cfg["expert"],
+            tower=cfg["tower"],
+            one_gate=kind == "omoe",
+        )
     if kind == "ple":
         return PLE(
             in_dim,
@@ -28,10 +36,17 @@ def build_head(kind: str, in_dim: int, n_tasks: int, cfg: dict[str, Any]) -> nn.
             expert=cfg["expert"],
             tower=cfg["tower"],
         )
-    raise ValueError(f"unknown model kind {kind!r}; expected shared_bottom, mmoe or ple")
+    raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+KINDS = ("shared_bottom", "omoe", "mmoe", "ple", "single_task")
 
 
 class MultiTaskModel(nn.Module):
+    """`kind` single_task is the baseline every multi-task model is measured against: one whole
+    network per task (own embedding, bottom and tower), nothing shared, trained side by side
+    (their losses add up but touch disjoint parameters, so each learns as if alone)."""
+
     def __init__(
         self,
         spec: EmbeddingSpec,
@@ -41,8 +56,16 @@ class MultiTaskModel(nn.Module):
         sparse: bool = False,
     ) -> None:
         super().__init__()
+        self.kind = kind
+        if kind == "single_task":
+            self.singles = nn.ModuleList(
+                MultiTaskModel(spec, "shared_bottom", 1, cfg, sparse) for _ in range(n_tasks)
+            )
+            return
         self.embedding = FeatureEmbedding(spec, sparse=sparse)
         self.head = build_head(kind, spec.out_dim, n_tasks, cfg)
 
     def forward(self, sparse: Tensor, dense: Tensor, seqs: tuple[Tensor, ...] = ()) -> Tensor:
+        if self.kind == "single_task":
+            return torch.cat([m(sparse, dense, seqs) for m in self.singles], dim=1)
         return self.head(self.embedding(sparse, dense, seqs))  # (B, T) logits

@@ -49,6 +49,7 @@ class EngineOptions:
     bf16: bool = False
     sparse: bool = False  # sparse embedding gradients + SparseAdam (else dense, fused Adam)
     eval_batch_size: int = 16384
+    regression: tuple[bool, ...] = ()  # per task: MSE on raw outputs (else BCE on logits)
 
 
 @dataclass
@@ -92,11 +93,33 @@ def masked_bce(logits: Tensor, labels: Tensor) -> Tensor:
     return (loss * mask).sum(0) / mask.sum(0).clamp_min(1)
 
 
+def masked_loss(
+    out: Tensor, labels: Tensor, regression: Tensor | None, weight: Tensor | None = None
+) -> Tensor:
+    """Per-task loss over samples whose label is not NaN: BCE on logits for binary tasks, MSE
+    for the tasks `regression` (T,) marks; `weight` (B,) weights samples. (B,T),(B,T) -> (T,)"""
+    if regression is None and weight is None:
+        return masked_bce(out, labels)
+    mask = (~torch.isnan(labels)).float()
+    y = torch.nan_to_num(labels, nan=0.0)
+    out = out.float()
+    bce = nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")
+    loss = torch.where(regression, (out - y) ** 2, bce) if regression is not None else bce
+    if weight is not None:
+        mask = mask * weight.unsqueeze(1)
+    return (loss * mask).sum(0) / mask.sum(0).clamp_min(1e-12)
+
+
 @torch.no_grad()
 def predict(
-    model: nn.Module, s: Samples, h: Histories | None, batch_size: int, bf16: bool = False
+    model: nn.Module,
+    s: Samples,
+    h: Histories | None,
+    batch_size: int,
+    bf16: bool = False,
+    regression: tuple[bool, ...] = (),
 ) -> np.ndarray:
-    """Probabilities (N, T); sigmoid is applied only here, at evaluation."""
+    """Probabilities (N, T), or raw values for regression tasks; sigmoid only here, at evaluation."""
     was_training = model.training
     model.eval()
     out = []
@@ -104,16 +127,32 @@ def predict(
     for i in range(0, len(s), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(s)), device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out.append(torch.sigmoid(model(*make_batch(s, h, idx)).float()))
+            out.append(model(*make_batch(s, h, idx)).float())
     model.train(was_training)
+    if out:
+        raw = torch.cat(out)
+        if any(regression):
+            reg = torch.tensor(regression, device=raw.device)
+            return torch.where(reg, raw, torch.sigmoid(raw)).cpu().numpy()
+        return torch.sigmoid(raw).cpu().numpy()
     return torch.cat(out).cpu().numpy() if out else np.zeros((0, s.labels.shape[1]), np.float32)
 
 
-def valid_aucs(probs: np.ndarray, labels: np.ndarray, tasks: list[str]) -> dict[str, float]:
+def r2(y: np.ndarray, pred: np.ndarray) -> float:
+    """Coefficient of determination: 1 - MSE / variance (1 is perfect, 0 predicts the mean)."""
+    var = float(np.var(y))
+    return 1.0 - float(np.mean((pred - y) ** 2)) / var if var > 0 else float("nan")
+
+
+def valid_scores(
+    probs: np.ndarray, labels: np.ndarray, tasks: list[str], regression: tuple[bool, ...] = ()
+) -> dict[str, float]:
+    """Per task, higher is better: AUC for binary tasks, R^2 for regression ones."""
     out = {}
     for t, name in enumerate(tasks):
         keep = ~np.isnan(labels[:, t])
-        out[name] = auc(labels[keep, t], probs[keep, t])
+        score = r2 if regression and regression[t] else auc
+        out[name] = score(labels[keep, t], probs[keep, t])
     return out
 
 
@@ -170,6 +209,7 @@ def fit(
         resumed_from = state["epoch"]
         log(f"resumed from {resume} after epoch {resumed_from}")
     valid_labels = valid.labels.cpu().numpy()
+    reg = torch.tensor(o.regression, device=device) if any(o.regression) else None
     n = len(train)
     shard = n // world  # equal step counts on every rank
     for epoch in range(state["epoch"] + 1, o.epochs + 1):
@@ -188,7 +228,8 @@ def fit(
             idx = perm[i : i + o.batch_size]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=o.bf16):
                 logits = model(*make_batch(train, hist, idx))
-            per_task = masked_bce(logits, train.labels[idx])
+            weight = train.weight[idx] if train.weight is not None else None
+            per_task = masked_loss(logits, train.labels[idx], reg, weight)
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
             per_task.sum().backward()
@@ -210,22 +251,21 @@ def fit(
         seconds = time.perf_counter() - t0
         stop = torch.zeros(1)
         if rank == 0:
-            aucs = valid_aucs(
-                predict(core, valid, hist, o.eval_batch_size, o.bf16), valid_labels, tasks
-            )
+            probs = predict(core, valid, hist, o.eval_batch_size, o.bf16, o.regression)
+            aucs = valid_scores(probs, valid_labels, tasks, o.regression)
             score = float(np.nanmean(list(aucs.values())))
             row = {
                 "epoch": epoch,
                 "train_loss": float(train_loss.sum()),
                 **{f"train_loss_{t}": float(v) for t, v in zip(tasks, train_loss, strict=True)},
-                "valid_mean_auc": score,
-                **{f"valid_auc_{t}": v for t, v in aucs.items()},
+                "valid_score": score,  # mean over tasks of AUC (binary) or R^2 (regression)
+                **{f"valid_score_{t}": v for t, v in aucs.items()},
                 "seconds": seconds,
                 "samples_per_s": shard * world / seconds,
             }
             state["curve"].append(row)
             log(
-                f"epoch {epoch}/{o.epochs} loss {row['train_loss']:.4f} valid AUC {score:.4f} "
+                f"epoch {epoch}/{o.epochs} loss {row['train_loss']:.4f} valid score {score:.4f} "
                 f"({', '.join(f'{t} {v:.3f}' for t, v in aucs.items())}) "
                 f"{seconds:.1f}s {row['samples_per_s']:,.0f} samples/s"
             )

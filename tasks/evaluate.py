@@ -12,7 +12,16 @@ from models.multitask import MultiTaskModel
 from tasks.io import write_json_atomic
 from tasks.metrics import task_metrics
 from tasks.params import load_params
-from tasks.tensors import Histories, Samples, load_histories, load_samples, make_batch, read_spec
+from tasks.tensors import (
+    Histories,
+    Samples,
+    load_histories,
+    load_samples,
+    make_batch,
+    read_spec,
+    sample_files,
+    task_types,
+)
 from tasks.train import load_checkpoint, predict, resolve_device
 
 
@@ -32,10 +41,10 @@ def roc_points(y: np.ndarray, p: np.ndarray, n: int = 200) -> dict[str, list[flo
 
 @torch.no_grad()
 def gate_use(
-    model: MultiTaskModel, s: Samples, h: Histories, n: int = 16384
+    model: MultiTaskModel, s: Samples, h: Histories | None, n: int = 16384
 ) -> list[list[list[float]]]:
     """Mean gate weight per level, task and expert on the first `n` test samples ([] if no gates)."""
-    head = model.head
+    head = getattr(model, "head", None)  # single_task baselines have no shared head
     if not hasattr(head, "mean_gate_weights"):
         return []
     idx = torch.arange(min(n, len(s)), device=s.sparse.device)
@@ -56,14 +65,19 @@ def main(argv: list[str] | None = None) -> None:
     feats = params.paths.features
     spec = read_spec(feats)
     tasks = config["tasks"]
-    test = load_samples(feats, "rec_test", spec, tasks, device)
+    test = load_samples(feats, f"{sample_files(spec)}_test", spec, tasks, device)
     hist = load_histories(feats, spec, device)
-    probs = predict(model, test, hist, params.evaluate.batch_size)
+    regression = task_types(spec, tasks)
+    probs = predict(model, test, hist, params.evaluate.batch_size, regression=regression)
     labels = test.labels.cpu().numpy()
-    metrics = task_metrics(labels, probs, test.user, tasks)
+    metrics = task_metrics(labels, probs, test.user, tasks, regression)
     write_json_atomic(out / "metrics.json", metrics)
     details: dict[str, Any] = {
-        "roc": {t: roc_points(labels[:, i], probs[:, i]) for i, t in enumerate(tasks)},
+        "roc": {
+            t: roc_points(labels[:, i], probs[:, i])
+            for i, t in enumerate(tasks)
+            if not (regression and regression[i])
+        },
         "gates": gate_use(model, test, hist),
         "kind": config["kind"],
         "head": config["head"],
@@ -71,10 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     write_json_atomic(out / "evaluation.json", details)
     for t, m in metrics.items():
-        print(
-            f"evaluate@{args.model}: {t:10s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  "
-            f"logloss {m['logloss']:.4f}"
-        )
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("n", "positives"))
+        print(f"evaluate@{args.model}: {t:10s} {shown}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ are written under `vocab/` so a served model can encode new rows the same way; t
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -70,96 +72,196 @@ def user_table(raw: Path) -> pl.DataFrame:
     return pl.read_csv(raw / "user_features.csv", schema=schema)
 
 
-def build_features(
-    split: dict[str, pl.DataFrame], items: pl.DataFrame, users: pl.DataFrame, p: FeaturesParams
-) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame], dict[str, object]]:
-    """Pure: split frames (rec_train, ..., src_history) -> encoded frames, vocabs, spec."""
+@dataclass(frozen=True)
+class Fitted:
+    """What is learned from the train part: vocabularies and the dense feature's scaling."""
 
-    def with_sides(df: pl.DataFrame) -> pl.DataFrame:
-        df = df.drop("item_type", strict=False)  # item_features.csv is the one source of it
-        df = df.join(items, on="item_id", how="left", maintain_order="left")
-        return df.join(users, on="user_id", how="left", maintain_order="left")
+    vocabs: dict[str, pl.DataFrame]
+    mean: float
+    std: float
 
+
+def _with_sides(lf: pl.LazyFrame, items: pl.DataFrame, users: pl.DataFrame) -> pl.LazyFrame:
+    lf = lf.drop("item_type", strict=False)  # item_features.csv is the one source of it
+    lf = lf.join(items.lazy(), on="item_id", how="left", maintain_order="left")
+    return lf.join(users.lazy(), on="user_id", how="left", maintain_order="left")
+
+
+def fit(
+    rec_train: pl.LazyFrame,
+    src_train: pl.LazyFrame,
+    items: pl.DataFrame,
+    users: pl.DataFrame,
+    p: FeaturesParams,
+) -> Fitted:
+    """Vocabularies of every sparse field and of query words, from train rows only."""
     train = pl.concat(
-        [with_sides(split[f"{s}_train"]).select(SPARSE) for s in ("rec", "src")], how="vertical"
-    )
+        [
+            _with_sides(lf.select("user_id", "item_id"), items, users)
+            for lf in (rec_train, src_train)
+        ]
+    ).collect(engine="streaming")
     vocabs = {f: fit_vocab(train[f], p.min_count) for f in SPARSE}
-    words = split["src_train"]["keyword"].explode().rename("word")
-    vocabs["word"] = fit_vocab(words, p.min_count)
-
-    log_dur = (split["rec_train"]["duration_ms"] / 1000).log1p()
+    del train
+    words = src_train.select(pl.col("keyword").explode().alias("word")).collect(engine="streaming")
+    vocabs["word"] = fit_vocab(words["word"], p.min_count)
+    log_dur = rec_train.select(((pl.col("duration_ms") / 1000).log1p()).alias("d")).collect(
+        engine="streaming"
+    )["d"]
     mean, std = float(log_dur.mean() or 0.0), float(log_dur.std() or 1.0) or 1.0
+    return Fitted(vocabs, mean, std)
 
-    def sample_frame(df: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
-        df = with_sides(df)
-        dense = (
-            ((pl.col("duration_ms") / 1000).log1p() - mean) / std
-            if "duration_ms" in df.columns
-            else pl.lit(0.0)
-        )
-        return df.select(
-            pl.col("user_id").alias("raw_user_id"),
-            *[encoded(pl.col(f), vocabs[f]).alias(f) for f in SPARSE],
-            dense.cast(pl.Float32).alias("log_duration"),
-            *[pl.col(c).cast(pl.Float32) for c in labels],
-            *HIST_COLS,
-            "timestamp",
-        )
 
-    out: dict[str, pl.DataFrame] = {}
-    for part in PARTS:
-        out[f"rec_{part}"] = sample_frame(split[f"rec_{part}"], list(REC_LABELS))
-        src = split[f"src_{part}"]
-        out[f"src_{part}"] = sample_frame(src, ["click"]).with_columns(
-            keyword=src["keyword"].list.eval(encoded(pl.element(), vocabs["word"]))
+def encode(
+    name: str, lf: pl.LazyFrame, f: Fitted, items: pl.DataFrame, users: pl.DataFrame
+) -> pl.LazyFrame:
+    """The encoded form of split file `name` (rec_train, ..., src_history), row order kept."""
+    v = f.vocabs
+    if name in ("rec_history", "src_history"):
+        hist = lf.join(
+            items.lazy().select("item_id", "cat1"), on="item_id", how="left", maintain_order="left"
         )
-    hist = split["rec_history"].join(
-        items.select("item_id", "cat1"), on="item_id", how="left", maintain_order="left"
+        cols = [
+            encoded(pl.col("item_id"), v["item_id"]).alias("item"),
+            encoded(pl.col("cat1"), v["cat1"]).alias("cat1"),
+        ]
+        if name == "src_history":
+            cols.append(pl.col("keyword").list.eval(encoded(pl.element(), v["word"])).alias("word"))
+        return hist.select(cols)
+    rec = name.startswith("rec_")
+    labels = list(REC_LABELS) if rec else ["click"]
+    dense = ((pl.col("duration_ms") / 1000).log1p() - f.mean) / f.std if rec else pl.lit(0.0)
+    out = _with_sides(lf, items, users).select(
+        pl.col("user_id").alias("raw_user_id"),
+        *[encoded(pl.col(c), v[c]).alias(c) for c in SPARSE],
+        dense.cast(pl.Float32).alias("log_duration"),
+        *[pl.col(c).cast(pl.Float32) for c in labels],
+        *HIST_COLS,
+        "timestamp",
+        *([] if rec else [pl.col("keyword").list.eval(encoded(pl.element(), v["word"]))]),
     )
-    out["rec_history"] = hist.select(
-        encoded(pl.col("item_id"), vocabs["item_id"]).alias("item"),
-        encoded(pl.col("cat1"), vocabs["cat1"]).alias("cat1"),
-    )
-    shist = split["src_history"].join(
-        items.select("item_id", "cat1"), on="item_id", how="left", maintain_order="left"
-    )
-    out["src_history"] = shist.select(
-        encoded(pl.col("item_id"), vocabs["item_id"]).alias("item"),
-        encoded(pl.col("cat1"), vocabs["cat1"]).alias("cat1"),
-        pl.col("keyword").list.eval(encoded(pl.element(), vocabs["word"])).alias("word"),
-    )
-    spec = {
-        "sparse": {f: len(vocabs[f]) + 1 for f in SPARSE},
+    return out
+
+
+def make_spec(
+    f: Fitted, rows: dict[str, int], max_query_words: int, p: FeaturesParams
+) -> dict[str, object]:
+    return {
+        "sparse": {c: len(f.vocabs[c]) + 1 for c in SPARSE},
         "dense": list(DENSE),
-        "extra_tables": {"word": len(vocabs["word"]) + 1},
+        "extra_tables": {"word": len(f.vocabs["word"]) + 1},
         "sequences": {k: {"table": t, "target": tgt} for k, (t, tgt) in SEQUENCES.items()},
         "rec_tasks": list(REC_LABELS),
         "history_len": p.history_len,
         "search_history_len": p.search_history_len,
-        "max_query_words": max(1, int(out["src_history"]["word"].list.len().max() or 1)),
-        "dense_stats": {"log_duration": {"mean": mean, "std": std}},
-        "rows": {k: len(v) for k, v in out.items()},
+        "max_query_words": max(1, max_query_words),
+        "dense_stats": {"log_duration": {"mean": f.mean, "std": f.std}},
+        "rows": rows,
     }
-    return out, vocabs, spec
+
+
+def build_features(
+    split: dict[str, pl.DataFrame], items: pl.DataFrame, users: pl.DataFrame, p: FeaturesParams
+) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame], dict[str, object]]:
+    """Pure, in memory: split frames (rec_train, ..., src_history) -> encoded frames, vocabs,
+    spec. `main` does the same file by file, streaming, so memory stays bounded."""
+    f = fit(split["rec_train"].lazy(), split["src_train"].lazy(), items, users, p)
+    out = {
+        name: encode(name, split[name].lazy(), f, items, users).collect() for name in SPLIT_FILES
+    }
+    words = int(out["src_history"]["word"].list.len().max() or 1)
+    return out, f.vocabs, make_spec(f, {k: len(v) for k, v in out.items()}, words, p)
 
 
 SPLIT_FILES = [f"{s}_{p}" for s in ("rec", "src") for p in PARTS] + ["rec_history", "src_history"]
 
 
+def table_features(
+    parts: dict[str, pl.DataFrame], table: dict, p: FeaturesParams
+) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame], dict[str, object]]:
+    """A declared table's parts -> encoded frames (table_PART), vocabularies, spec.
+
+    Categorical columns get train-only vocabularies (unknown -> 0); numeric columns are
+    standardised with train's mean and std (missing -> 0, the mean); labels stay as declared
+    (binary 0/1 or regression values); `weight` is the declared sample weight, else 1."""
+    train = parts["train"]
+    cats, nums, labels = table["categorical"], table["numeric"], table["labels"]
+    vocabs = {c: fit_vocab(train[c].cast(pl.Utf8), p.min_count) for c in cats}
+    stats = {}
+    for c in nums:
+        mean, std = train[c].mean(), train[c].std()
+        stats[c] = {"mean": float(mean or 0.0), "std": float(std or 1.0) or 1.0}
+    weight = pl.col(table["weight"]) if table.get("weight") else pl.lit(1.0)
+    out = {
+        f"table_{part}": df.select(
+            *[encoded(pl.col(c).cast(pl.Utf8), vocabs[c]).alias(c) for c in cats],
+            *[
+                ((pl.col(c) - stats[c]["mean"]) / stats[c]["std"]).fill_null(0.0).cast(pl.Float32)
+                for c in nums
+            ],
+            *[pl.col(t).cast(pl.Float32) for t in labels],
+            weight.cast(pl.Float32).alias("weight"),
+        )
+        for part, df in parts.items()
+    }
+    spec = {
+        "samples": "table",
+        "sparse": {c: len(vocabs[c]) + 1 for c in cats},
+        "dense": list(nums),
+        "extra_tables": {},
+        "sequences": {},
+        "tasks": list(labels),
+        "task_types": dict(labels),
+        "weighted": bool(table.get("weight")),
+        "dense_stats": stats,
+        "rows": {k: len(v) for k, v in out.items()},
+    }
+    return out, vocabs, spec
+
+
+def _write(folder: Path, frames: dict[str, pl.DataFrame], vocabs: dict, spec: dict) -> None:
+    for name, df in frames.items():
+        df.write_parquet(folder / f"{name}.parquet")
+    (folder / "vocab").mkdir(exist_ok=True)
+    for name, v in vocabs.items():
+        v.write_parquet(folder / "vocab" / f"{name}.parquet")
+    write_json_atomic(folder / "spec.json", spec)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Read paths.split and the raw feature tables, write paths.features atomically."""
+    """Read paths.split and the raw feature tables, write paths.features atomically.
+
+    Streams: vocabularies from the train files, then each split file is encoded and sunk to
+    parquet on its own, so peak memory is about one file's columns, not the whole dataset."""
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     params = load_params()
-    split = {k: pl.read_parquet(params.paths.split / f"{k}.parquet") for k in SPLIT_FILES}
+    split = params.paths.split
+    if params.source.kind == "table":
+        table = json.loads((split / "summary.json").read_text())["table"]
+        parts = {part: pl.read_parquet(split / f"table_{part}.parquet") for part in PARTS}
+        frames, vocabs, spec = table_features(parts, table, params.features)
+        with atomic_dir(params.paths.features) as tmp:
+            _write(tmp, frames, vocabs, spec)
+        print(f"features: table, vocabularies {spec['sparse']} -> {params.paths.features}/")
+        return
     raw = params.paths.source
-    frames, vocabs, spec = build_features(split, item_table(raw), user_table(raw), params.features)
+    items, users = item_table(raw), user_table(raw)
+    scan = {k: pl.scan_parquet(split / f"{k}.parquet") for k in SPLIT_FILES}
+    f = fit(scan["rec_train"], scan["src_train"], items, users, params.features)
+    rows: dict[str, int] = {}
     with atomic_dir(params.paths.features) as tmp:
-        for name, df in frames.items():
-            df.write_parquet(tmp / f"{name}.parquet")
-        (tmp / "vocab").mkdir()
-        for name, v in vocabs.items():
-            v.write_parquet(tmp / "vocab" / f"{name}.parquet")
-        write_json_atomic(tmp / "spec.json", spec)
+        for name in SPLIT_FILES:
+            path = tmp / f"{name}.parquet"
+            encode(name, scan[name], f, items, users).sink_parquet(path)
+            rows[name] = pl.scan_parquet(path).select(pl.len()).collect().item()
+        words = (
+            pl.scan_parquet(tmp / "src_history.parquet")
+            .select(pl.col("word").list.len().max())
+            .collect()
+            .item()
+        )
+        spec = make_spec(f, rows, int(words or 1), params.features)
+        _write(tmp, {}, f.vocabs, spec)
     sizes = ", ".join(f"{k}={v}" for k, v in spec["sparse"].items())
     print(f"features: vocabularies {sizes} -> {params.paths.features}/")
 

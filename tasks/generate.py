@@ -432,11 +432,14 @@ def main(argv: list[str] | None = None) -> None:
     """Write the five files to paths.raw, atomically (all or nothing); skipped for a real source."""
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     params = load_params()
-    if params.paths.source.resolve() != params.paths.raw.resolve():
+    table = params.source.kind == "table"
+    if table or params.paths.source.resolve() != params.paths.raw.resolve():
+        what = "the table in" if table else "the KuaiSAR folder"
         with atomic_dir(params.paths.raw) as tmp:
             (tmp / "NOT_GENERATED.txt").write_text(
-                f"The pipeline reads the KuaiSAR folder {params.paths.source} (paths.source);\n"
-                "nothing was generated. Set paths.source to this folder to use the generator.\n"
+                f"The pipeline reads {what} {params.paths.source} (paths.source);\n"
+                "nothing was generated. Set paths.source to this folder (and source.kind to\n"
+                "kuaisar) to use the generator.\n"
             )
         print(f"generate: skipped, the pipeline reads {params.paths.source}/ (paths.source)")
         return

@@ -49,17 +49,36 @@ def logloss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
-def task_metrics(labels: np.ndarray, probs: np.ndarray, user: np.ndarray, tasks: list[str]) -> dict:
-    """{task: {auc, gauc, logloss, positives, n}} over samples in each task's sample space."""
+def task_metrics(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    user: np.ndarray | None,
+    tasks: list[str],
+    regression: tuple[bool, ...] = (),
+) -> dict:
+    """Per task, over samples in its sample space: binary tasks {auc, gauc (when samples have
+    users), logloss, positives, n}; regression tasks {mse, r2, n}."""
     out = {}
     for t, name in enumerate(tasks):
         keep = ~np.isnan(labels[:, t])
-        y, p, u = labels[keep, t], probs[keep, t], user[keep]
-        out[name] = {
-            "auc": auc(y, p),
-            "gauc": gauc(y, p, u),
-            "logloss": logloss(y, p),
-            "positives": int(y.sum()),
-            "n": int(keep.sum()),
-        }
+        y, p = labels[keep, t].astype(np.float64), probs[keep, t].astype(np.float64)
+        if regression and regression[t]:
+            mse = float(np.mean((p - y) ** 2))
+            var = float(np.var(y))
+            out[name] = {
+                "mse": mse,
+                "r2": 1 - mse / var if var > 0 else float("nan"),
+                "n": int(keep.sum()),
+            }
+            continue
+        m = {"auc": auc(y, p)}
+        if user is not None:
+            m["gauc"] = gauc(y, p, user[keep])
+        m |= {"logloss": logloss(y, p), "positives": int(y.sum()), "n": int(keep.sum())}
+        out[name] = m
     return out
+
+
+def score(m: dict) -> float:
+    """A task's headline metric, higher is better: AUC (binary) or R^2 (regression)."""
+    return float(m["auc"] if "auc" in m else m["r2"])

@@ -81,6 +81,7 @@ class ValidateParams(_Strict):
     max_timestamp: str = "2030-01-01 00:00:00"
     max_duration_ms: float = Field(86_400_000, gt=0)
     max_examples: int = Field(5, ge=1, le=100)
+    chunk_rows: int = Field(1_000_000, ge=1_000)  # rows per Great Expectations batch (memory bound)
 
 
 class SplitParams(_Strict):
@@ -107,13 +108,70 @@ class FeaturesParams(_Strict):
 REC_TASKS = ("click", "long_view", "like", "follow", "forward")
 
 
+class SourceParams(_Strict):
+    kind: Literal["kuaisar", "table"] = "kuaisar"  # the KuaiSAR layout, or a declared table
+
+
+class TableSplit(_Strict):
+    rule: Literal["given", "random", "time"] = "random"
+    valid: float = Field(0.1, gt=0, lt=1)  # fractions of the rows (random, time)
+    test: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+    time_column: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TableSplit:
+        if self.rule == "time" and not self.time_column:
+            raise ValueError("table.split.rule 'time' needs table.split.time_column")
+        if self.valid + self.test >= 1:
+            raise ValueError(
+                f"table.split.valid + table.split.test must leave rows to train on, "
+                f"got {self.valid} + {self.test}"
+            )
+        return self
+
+
+# labels each preset declares (tasks/table.py reads the files)
+PRESET_LABELS: dict[str, dict[int, tuple[str, ...]]] = {
+    "census_income": {
+        1: ("income_50k", "never_married"),
+        2: ("education_college", "never_married"),
+    },
+    "ali_ccp": {1: ("click", "purchase"), 2: ("click", "purchase")},
+    "aliexpress": {1: ("click", "conversion"), 2: ("click", "conversion")},
+}
+
+
+class TableParams(_Strict):
+    """A multi-task table (source.kind: table); files are names inside paths.source."""
+
+    preset: Literal["census_income", "ali_ccp", "aliexpress"] | None = None
+    group: Literal[1, 2] = 1  # census_income: the MMoE paper's task group
+    files: dict[Literal["data", "train", "valid", "test"], str] = {}
+    format: Literal["csv", "parquet"] = "csv"
+    has_header: bool = True
+    separator: str = Field(",", min_length=1, max_length=1)
+    null_values: list[str] = []
+    columns: list[str] = []  # names in file order, for a file without a header
+    categorical: list[str] = []
+    numeric: list[str] = []
+    labels: dict[str, Literal["binary", "regression"]] = {}
+    weight: str | None = None
+    split: TableSplit = TableSplit()
+
+    def label_names(self) -> tuple[str, ...]:
+        if self.preset is not None:
+            return PRESET_LABELS[self.preset][self.group]
+        return tuple(self.labels)
+
+
 # model names become DVC stage names and command arguments: keep them plain identifiers
 ModelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
 class TrainParams(_Strict):
     models: list[ModelName] = ["shared_bottom", "mmoe", "ple"]
-    tasks: list[Literal["click", "long_view", "like", "follow", "forward"]] = list(REC_TASKS)
+    tasks: list[ModelName] = list(REC_TASKS)  # KuaiSAR feed labels, or a table's labels
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     epochs: int = Field(8, ge=1, le=1000)
@@ -133,8 +191,16 @@ class SharedBottomParams(_Strict):
     tower: list[PositiveInt] = [64]
 
 
+class SingleTaskParams(_Strict):
+    """One whole network per task, nothing shared: the baseline of the multi-task gain."""
+
+    kind: Literal["single_task"]
+    bottom: list[PositiveInt] = [256, 128]
+    tower: list[PositiveInt] = [64]
+
+
 class MMoEParams(_Strict):
-    kind: Literal["mmoe"]
+    kind: Literal["mmoe", "omoe"]  # omoe: one gate shared by all tasks (the paper's baseline)
     n_experts: int = Field(4, ge=1, le=64)
     expert: list[PositiveInt] = [256, 128]
     tower: list[PositiveInt] = [64]
@@ -149,7 +215,9 @@ class PLEParams(_Strict):
     tower: list[PositiveInt] = [64]
 
 
-ModelParams = Annotated[SharedBottomParams | MMoEParams | PLEParams, Field(discriminator="kind")]
+ModelParams = Annotated[
+    SharedBottomParams | SingleTaskParams | MMoEParams | PLEParams, Field(discriminator="kind")
+]
 
 
 class ServeParams(_Strict):
@@ -162,6 +230,8 @@ class EvaluateParams(_Strict):
 
 class Params(_Strict):
     paths: Paths = Paths()
+    source: SourceParams = SourceParams()
+    table: TableParams = TableParams()
     generate: GenerateParams = GenerateParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     split: SplitParams = SplitParams()
@@ -179,6 +249,20 @@ class Params(_Strict):
                 f"train.models names {missing}, which have no section under models "
                 f"(declared: {sorted(self.models)})"
             )
+        if self.source.kind == "kuaisar":
+            labels, where = REC_TASKS, "the KuaiSAR feed labels"
+        else:
+            labels, where = self.table.label_names(), "the table's labels (table.labels or preset)"
+            if self.table.preset is None and not (self.table.files and self.table.labels):
+                raise ValueError("source.kind 'table' needs table.files and table.labels")
+            if self.paths.source == self.paths.raw:
+                raise ValueError(
+                    f"source.kind 'table' reads paths.source, which is paths.raw ({self.paths.raw}), "
+                    "the generator's folder: point paths.source at the table's own folder"
+                )
+        unknown = [t for t in self.train.tasks if t not in labels]
+        if unknown:
+            raise ValueError(f"train.tasks {unknown} are not among {where}: {list(labels)}")
         return self
 
 

@@ -10,7 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tasks.io import write_bytes_atomic  # noqa: E402
+from tasks.io import write_bytes_atomic
+from tasks.metrics import score  # noqa: E402
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -23,7 +24,14 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def roc(evals: dict[str, dict], metrics: dict[str, dict], tasks: list[str], path: Path) -> None:
-    """One panel per task, one ROC curve per model."""
+    """One panel per binary task, one ROC curve per model."""
+    tasks = [t for t in tasks if all(t in ev["roc"] for ev in evals.values())]
+    if not tasks:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.text(0.5, 0.5, "no binary task in this run", ha="center", va="center")
+        ax.axis("off")
+        _save(fig, path)
+        return
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for model, ev in evals.items():
@@ -36,14 +44,14 @@ def roc(evals: dict[str, dict], metrics: dict[str, dict], tasks: list[str], path
 
 
 def learning_curves(curves: dict[str, list[dict]], path: Path) -> None:
-    """Train loss and mean valid AUC per epoch, one line per model."""
+    """Train loss and mean valid score (AUC, or R^2 for regression tasks) per epoch, per model."""
     fig, (loss, auc) = plt.subplots(1, 2, figsize=(8, 3.2))
     for model, curve in curves.items():
         epochs = [r["epoch"] for r in curve]
         loss.plot(epochs, [r["train_loss"] for r in curve], marker="o", label=model)
-        auc.plot(epochs, [r["valid_mean_auc"] for r in curve], marker="o", label=model)
+        auc.plot(epochs, [r["valid_score"] for r in curve], marker="o", label=model)
     loss.set(title="train loss (sum over tasks)", xlabel="epoch")
-    auc.set(title="valid AUC (mean over tasks)", xlabel="epoch")
+    auc.set(title="valid score (mean over tasks of AUC or R^2)", xlabel="epoch")
     auc.legend(fontsize=8)
     _save(fig, path)
 
@@ -80,12 +88,16 @@ def gates(evals: dict[str, dict], tasks: list[str], path: Path) -> None:
 
 
 def seesaw(metrics: dict[str, dict], tasks: list[str], path: Path) -> None:
-    """Each model's AUC on the first task against every other task: the seesaw, if any."""
+    """Each model's score (AUC, or R^2) on the first task against every other task: the seesaw."""
     first, others = tasks[0], tasks[1:] or tasks
+
+    def name(task: str) -> str:
+        return "AUC" if "auc" in next(iter(metrics.values()))[task] else "R^2"
+
     fig, axes = plt.subplots(1, len(others), figsize=(3.0 * len(others), 3.0), squeeze=False)
     for ax, task in zip(axes[0], others, strict=True):
         for model, m in metrics.items():
-            ax.scatter(m[first]["auc"], m[task]["auc"], label=model)
-            ax.annotate(model, (m[first]["auc"], m[task]["auc"]), fontsize=7)
-        ax.set(xlabel=f"{first} AUC", ylabel=f"{task} AUC")
+            ax.scatter(score(m[first]), score(m[task]), label=model)
+            ax.annotate(model, (score(m[first]), score(m[task])), fontsize=7)
+        ax.set(xlabel=f"{first} {name(first)}", ylabel=f"{task} {name(task)}")
     _save(fig, path)

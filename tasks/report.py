@@ -7,15 +7,17 @@ import json
 from pathlib import Path
 
 from tasks.io import write_json_atomic, write_text_atomic
+from tasks.metrics import score
 from tasks.params import load_params
 
-METRICS = ("auc", "gauc", "logloss")
+METRICS = ("auc", "gauc", "logloss", "mse", "r2")  # those a task has: binary or regression
+LOWER_IS_BETTER = {"logloss", "mse"}
 
 
 def comparison_rows(metrics: dict[str, dict]) -> list[dict[str, object]]:
-    """Flat rows (model, task, auc, gauc, logloss) in params order."""
+    """Flat rows (model, task, metric values) in params order."""
     return [
-        {"model": model, "task": task, **{k: round(float(v[k]), 4) for k in METRICS}}
+        {"model": model, "task": task, **{k: round(float(v[k]), 4) for k in METRICS if k in v}}
         for model, per_task in metrics.items()
         for task, v in per_task.items()
     ]
@@ -30,7 +32,9 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
     lines = [head, "|" + "---|" * (2 + len(models))]
     for t in tasks:
         for k in METRICS:
-            best = (min if k == "logloss" else max)(float(cell[m, t][k]) for m in models)
+            if any(k not in cell[m, t] for m in models):
+                continue
+            best = (min if k in LOWER_IS_BETTER else max)(float(cell[m, t][k]) for m in models)
             vals = [
                 f"**{cell[m, t][k]:.4f}**"
                 if float(cell[m, t][k]) == best
@@ -38,6 +42,37 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
                 for m in models
             ]
             lines.append(f"| {t} | {k} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def multitask_gain(metrics: dict[str, dict], kinds: dict[str, str]) -> list[dict[str, object]]:
+    """Each model's headline metric minus the single-task baseline's, per task (the seesaw:
+    a multi-task model may gain on one task and lose on another). Empty without a baseline."""
+    base = next((m for m, k in kinds.items() if k == "single_task"), None)
+    if base is None:
+        return []
+    return [
+        {
+            "model": model,
+            "task": task,
+            "metric": "auc" if "auc" in v else "r2",
+            "gain": round(score(v) - score(metrics[base][task]), 4),
+        }
+        for model, per_task in metrics.items()
+        if model != base
+        for task, v in per_task.items()
+    ]
+
+
+def gain_table(gains: list[dict[str, object]]) -> str:
+    models = list(dict.fromkeys(str(g["model"]) for g in gains))
+    tasks = list(dict.fromkeys(str(g["task"]) for g in gains))
+    cell = {(g["model"], g["task"]): g for g in gains}
+    lines = ["| task | metric | " + " | ".join(models) + " |", "|" + "---|" * (2 + len(models))]
+    for t in tasks:
+        metric = cell[models[0], t]["metric"]
+        vals = [f"{float(cell[m, t]['gain']):+.4f}" for m in models]
+        lines.append(f"| {t} | {metric} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -53,9 +88,21 @@ def main(argv: list[str] | None = None) -> None:
         metrics[m] = {t: per_task[t] for t in params.train.tasks if t in per_task}
     rows = comparison_rows(metrics)
     table = markdown_table(rows)
+    kinds = {
+        m: json.loads((params.paths.artifacts / m / "evaluation.json").read_text())["kind"]
+        for m in metrics
+    }
+    gains = multitask_gain(metrics, kinds)
+    if gains:
+        table += (
+            "\n## Multi-task gain over the single-task baseline\n\n"
+            "Test AUC (binary) or R^2 (regression) minus that of the single-task model; "
+            "a negative cell is a task the shared model pays for (the seesaw).\n\n"
+            + gain_table(gains)
+        )
     reports = params.paths.reports
     write_text_atomic(reports / "comparison.md", "# Model comparison (test set)\n\n" + table)
-    write_json_atomic(reports / "comparison.json", {"rows": rows})
+    write_json_atomic(reports / "comparison.json", {"rows": rows, "multitask_gain": gains})
     draw_pictures(params.paths.artifacts, reports, metrics, list(params.train.tasks))
     print(table)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from tasks.io import atomic_dir, write_json_atomic
-from tasks.params import SplitParams, beijing_ms, load_params
+from tasks.params import Params, SplitParams, beijing_ms, load_params
 from tasks.schema import parse_idlist, polars_schema
 
 PARTS = ("train", "valid", "test")
@@ -163,10 +163,32 @@ def summary(s: Splits) -> dict[str, object]:
     }
 
 
+def split_table_source(params: Params) -> None:
+    """source.kind table: the declared files, split by the declared rule, as table_PART.parquet."""
+    from tasks.table import describe, read_parts, split_parts
+
+    d, frames = read_parts(params.paths.source, params.table)
+    parts = split_parts(frames, d)
+    keep = [*d.categorical, *d.numeric, *d.labels, *([d.weight] if d.weight else [])]
+    with atomic_dir(params.paths.split) as tmp:
+        for part, df in parts.items():
+            df.select(keep).write_parquet(tmp / f"table_{part}.parquet")
+        summary = {
+            "table": describe(d),
+            "rows": {k: v.height for k, v in parts.items()},
+            "label_means": {k: {t: v[t].mean() for t in d.labels} for k, v in parts.items()},
+        }
+        write_json_atomic(tmp / "summary.json", summary)
+    print(f"split: table {summary['rows']} -> {params.paths.split}/")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Read paths.source, write paths.split atomically."""
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     params = load_params()
+    if params.source.kind == "table":
+        split_table_source(params)
+        return
     raw = params.paths.source
     s = split_logs(read_raw(raw, "rec_inter.csv"), read_raw(raw, "src_inter.csv"), params.split)
     with atomic_dir(params.paths.split) as tmp:

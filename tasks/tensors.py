@@ -41,8 +41,9 @@ class Samples:
     sparse: Tensor  # (N, F) long
     dense: Tensor  # (N, Dn) float
     labels: Tensor  # (N, T) float, NaN = not in this task's sample space
-    hist: Tensor  # (N, 4) long: rec start, rec len, search start, search len
-    user: np.ndarray  # (N,) raw user ids, for GAUC
+    hist: Tensor  # (N, 4) long: rec start, rec len, search start, search len (0 for tables)
+    user: np.ndarray | None  # (N,) raw user ids, for GAUC (None: a table without users)
+    weight: Tensor | None = None  # (N,) sample weights of a weighted table
 
     def __len__(self) -> int:
         return self.sparse.shape[0]
@@ -63,20 +64,39 @@ def _long(df: pl.DataFrame, cols: list[str]) -> Tensor:
 def load_samples(
     features: Path, name: str, spec: dict, tasks: list[str], device: torch.device
 ) -> Samples:
-    """`name` is e.g. rec_train; labels in `tasks` order."""
+    """`name` is e.g. rec_train or table_train; labels in `tasks` order."""
     df = pl.read_parquet(features / f"{name}.parquet")
+    hist_cols = ["rec_hist_start", "rec_hist_len", "src_hist_start", "src_hist_len"]
+    has_hist = set(hist_cols) <= set(df.columns)
+    weighted = bool(spec.get("weighted")) and "weight" in df.columns
     return Samples(
         sparse=_long(df, list(spec["sparse"])).to(device),
         dense=torch.from_numpy(df.select(spec["dense"]).to_numpy().astype(np.float32)).to(device),
         labels=torch.from_numpy(df.select(tasks).to_numpy().astype(np.float32)).to(device),
-        hist=_long(df, ["rec_hist_start", "rec_hist_len", "src_hist_start", "src_hist_len"]).to(
+        hist=(_long(df, hist_cols) if has_hist else torch.zeros(len(df), 4, dtype=torch.long)).to(
             device
         ),
-        user=df["raw_user_id"].to_numpy(),
+        user=df["raw_user_id"].to_numpy() if "raw_user_id" in df.columns else None,
+        weight=torch.from_numpy(df["weight"].to_numpy().astype(np.float32)).to(device)
+        if weighted
+        else None,
     )
 
 
-def load_histories(features: Path, spec: dict, device: torch.device) -> Histories:
+def sample_files(spec: dict) -> str:
+    """The prefix of the sample files: rec (KuaiSAR feed) or table (a declared table)."""
+    return str(spec.get("samples", "rec"))
+
+
+def task_types(spec: dict, tasks: list[str]) -> tuple[bool, ...]:
+    """Per task, whether it is a regression task (tables declare it; KuaiSAR's are binary)."""
+    types = spec.get("task_types", {})
+    return tuple(types.get(t) == "regression" for t in tasks)
+
+
+def load_histories(features: Path, spec: dict, device: torch.device) -> Histories | None:
+    if not spec["sequences"]:  # a table: no histories
+        return None
     rec = pl.read_parquet(features / "rec_history.parquet")
     src = pl.read_parquet(features / "src_history.parquet")
     q = int(spec["max_query_words"])

@@ -34,7 +34,14 @@ from tasks.engine import masked_bce as masked_bce  # re-exported: the loss of ev
 from tasks.engine import predict as predict
 from tasks.io import write_json_atomic
 from tasks.params import Params, TrainParams, load_params
-from tasks.tensors import embedding_spec, load_histories, load_samples, read_spec
+from tasks.tensors import (
+    embedding_spec,
+    load_histories,
+    load_samples,
+    read_spec,
+    sample_files,
+    task_types,
+)
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -102,7 +109,8 @@ def fingerprint(config: dict[str, Any], p: TrainParams, features: Path) -> str:
     """What a resume checkpoint must match: model config, train params, the features' identity."""
     h = hashlib.sha256(json.dumps([config, p.model_dump()], sort_keys=True).encode())
     h.update((features / "spec.json").read_bytes())
-    for name in ("rec_train.parquet", "rec_valid.parquet"):
+    prefix = sample_files(json.loads((features / "spec.json").read_text()))
+    for name in (f"{prefix}_train.parquet", f"{prefix}_valid.parquet"):
         st = (features / name).stat()
         h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
@@ -138,11 +146,13 @@ def main(argv: list[str] | None = None) -> None:
     feats = params.paths.features
     spec = read_spec(feats)
     tasks = list(p.tasks)
-    train = load_samples(feats, "rec_train", spec, tasks, device)
-    valid = load_samples(feats, "rec_valid", spec, tasks, device)
+    prefix = sample_files(spec)
+    train = load_samples(feats, f"{prefix}_train", spec, tasks, device)
+    valid = load_samples(feats, f"{prefix}_valid", spec, tasks, device)
     hist = load_histories(feats, spec, device)
     table_rows = sum(spec["sparse"].values()) + sum(spec["extra_tables"].values())
     opts = engine_options(p, device, world > 1, table_rows)
+    opts = dataclasses.replace(opts, regression=task_types(spec, tasks))
     model, config = build_model(params, args.model, spec, sparse=opts.sparse)
     model.to(device)
     n_params = sum(x.numel() for x in model.parameters())

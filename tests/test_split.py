@@ -118,3 +118,13 @@ def test_session_item_is_the_first_click_else_the_first_shown():
 def test_long_view_follows_the_valid_play_rule(duration, played, expected):
     df = pl.DataFrame({"duration_ms": [float(duration)], "playing_time": [float(played)]})
     assert df.select(long_view()).item() == expected
+
+
+def test_search_rows_of_types_the_feed_never_serves_stay_search_samples(splits, raw_frames):
+    src = raw_frames["src_inter.csv"]
+    feed_types = {"VIDEO", "IMAGE_ATLAS"}
+    other = src.filter(~pl.col("item_type").is_in(feed_types))
+    assert len(other) > 0  # the generator writes them, as the release has them
+    kept = splits.src.filter(~pl.col("item_type").is_in(feed_types))
+    assert len(kept) == len(other)
+    assert sorted(kept["search_session_id"]) == sorted(other["search_session_id"])

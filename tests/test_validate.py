@@ -93,7 +93,7 @@ CASES = [
         "duplicate user",
         _edit("user_features.csv", lambda df: pl.concat([df, df.head(1)])),
         "user_features.csv",
-        "user_id",
+        "user_id_not_unique",
         "",
     ),
     (
@@ -157,3 +157,36 @@ def test_main_writes_report_and_exits_nonzero_on_bad_data(raw_dir, tmp_path, mon
     assert report["success"] is False and report["failed"] == 1
     assert not (tmp_path / "reports" / "validation.json").exists()  # kept for passing runs only
     assert (tmp_path / "reports" / "data_docs" / "index.html").is_file()
+
+
+def test_failures_name_the_line_in_the_file(raw_dir, tmp_path):
+    d = tmp_path / "raw"
+    shutil.copytree(raw_dir, d)
+    _edit("src_inter.csv", _set("keyword", "[12, x]", row=41))(d)
+    report = validate_folder(d, P)
+    (hit,) = [c for c in report["checks"] if not c["success"]]
+    assert hit["column"] == "keyword" and hit["examples"] == ["[12, x]"]
+    assert hit["lines"] == [43]  # data row 41 (0-based) is line 43: header, then 1-based
+    lines = (d / "src_inter.csv").read_text().splitlines()
+    assert "[12, x]" in lines[hit["lines"][0] - 1]
+
+
+def test_batches_give_the_same_report_as_one_pass(raw_dir, tmp_path):
+    """Bounded memory changes nothing: every row is still checked, relations span batches."""
+    d = tmp_path / "raw"
+    shutil.copytree(raw_dir, d)
+    # a duplicate log row far from its original, a session of two users, a bad cell late on
+    _edit("rec_inter.csv", lambda df: pl.concat([df, df.slice(5, 1)]))(d)
+    _edit("src_inter.csv", _set("click_cnt", "7", row=2500))(d)
+    n_rec = pl.read_csv(d / "rec_inter.csv", infer_schema=False).height
+    assert n_rec > 3 * 1_000
+    one = validate_folder(d, P.model_copy(update={"chunk_rows": 10_000_000}))
+    many = validate_folder(d, P.model_copy(update={"chunk_rows": 1_000}))
+    assert many == one
+    failed = {c["column"]: c for c in many["checks"] if not c["success"]}
+    assert set(failed) == {"row_repeats_an_earlier_row", "click_cnt"}
+    assert failed["row_repeats_an_earlier_row"]["examples"] == [n_rec + 1]  # its line number
+    assert failed["click_cnt"]["lines"] == [2502]
+    assert many["rows"]["rec_inter.csv"] == n_rec
+    rec_checks = [c for c in many["checks"] if c["file"] == "rec_inter.csv"]
+    assert all(c["rows_checked"] == n_rec for c in rec_checks if c["suite"].endswith("values"))
