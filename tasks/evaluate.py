@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,23 @@ def gate_use(
     return [w.float().cpu().numpy().round(5).tolist() for w in head.mean_gate_weights(x)]
 
 
+def feed_ranking(
+    model: MultiTaskModel, feats: Path, test: Samples, hist: Histories | None, task: int, e: Any
+) -> dict[str, float]:
+    """HR/NDCG/MRR of the test clicks against sampled negatives (tasks.ranking)."""
+    import polars as pl
+
+    from tasks import ranking
+
+    frames = {p: pl.read_parquet(feats / f"rec_{p}.parquet") for p in ("train", "valid", "test")}
+    served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
+    c = ranking.draw(
+        frames["train"], frames["test"], served, e.ranking_negatives, e.ranking_positives, e.seed
+    )
+    cols = [list(read_spec(feats)["sparse"]).index(k) for k in ranking.ITEM_COLUMNS]
+    return ranking.ranking_metrics(ranking.scores(model, test, hist, c, cols, task))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="a model name under `models:` in params.yaml")
@@ -71,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     probs = predict(model, test, hist, params.evaluate.batch_size, regression=regression)
     labels = test.labels.cpu().numpy()
     metrics = task_metrics(labels, probs, test.user, tasks, regression)
+    e = params.evaluate
+    if sample_files(spec) == "rec" and "click" in tasks and e.ranking_positives > 0:
+        metrics["click"] |= feed_ranking(model, feats, test, hist, tasks.index("click"), e)
     write_json_atomic(out / "metrics.json", metrics)
     details: dict[str, Any] = {
         "roc": {

@@ -226,6 +226,10 @@ class ServeParams(_Strict):
 
 class EvaluateParams(_Strict):
     batch_size: int = Field(16384, ge=1)
+    # ranking (KuaiSAR feed clicks): each sampled test click against popularity-drawn negatives
+    ranking_negatives: int = Field(99, ge=1, le=10_000)
+    ranking_positives: int = Field(2000, ge=0)  # 0 turns the ranking evaluation off
+    seed: int = 0
 
 
 class Params(_Strict):

@@ -10,7 +10,20 @@ from tasks.io import write_json_atomic, write_text_atomic
 from tasks.metrics import score
 from tasks.params import load_params
 
-METRICS = ("auc", "gauc", "logloss", "mse", "r2")  # those a task has: binary or regression
+# those a task has: binary or regression, and ranking with sampled negatives (feed clicks)
+METRICS = (
+    "auc",
+    "gauc",
+    "logloss",
+    "mse",
+    "r2",
+    "hr@1",
+    "hr@5",
+    "hr@10",
+    "ndcg@5",
+    "ndcg@10",
+    "mrr",
+)
 LOWER_IS_BETTER = {"logloss", "mse"}
 
 

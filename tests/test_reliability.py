@@ -286,7 +286,7 @@ def test_a_changed_real_source_file_reruns_what_reads_it(good):
                 [
                     df,
                     df.slice(3, 1).with_columns(
-                        (pl.col("timestamp").cast(pl.Int64) + 1).cast(pl.Utf8)
+                        (pl.col("timestamp").cast(pl.Float64) + 1).cast(pl.Utf8)
                     ),
                 ]
             ),

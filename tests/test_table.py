@@ -212,3 +212,22 @@ def test_regression_and_weighted_losses():
     w = torch.tensor([3.0, 1.0])
     weighted = masked_loss(out, torch.tensor([[1.0, 1.0], [0.0, 4.0]]), reg, w)
     assert weighted[1] == pytest.approx((3 * 1.0 + 1 * 1.0) / 4)
+
+
+def test_a_parquet_table_with_weights_reaches_the_features(tmp_path):
+    from tasks.features import table_features
+    from tasks.params import FeaturesParams
+    from tasks.table import describe
+
+    write_table(tmp_path / "t")
+    pl.read_csv(tmp_path / "t" / "t.csv").write_parquet(tmp_path / "t" / "t.parquet")
+    tp = declared(tmp_path, files={"data": "t.parquet"}, format="parquet", weight="w")
+    assert validate_table(tmp_path / "t", tp, ValidateParams(), None)["success"]
+    d, frames = read_parts(tmp_path / "t", tp)
+    parts = split_parts(frames, d)
+    out, vocabs, spec = table_features(parts, describe(d), FeaturesParams())
+    assert spec["weighted"] and spec["task_types"] == {"buy": "binary", "spend": "regression"}
+    assert out["table_train"]["weight"].to_list() == parts["train"]["w"].cast(pl.Float32).to_list()
+    assert spec["sparse"] == {"city": len(vocabs["city"]) + 1} == {"city": 4}
+    x = out["table_train"]["x"]
+    assert abs(x.mean()) < 1e-5 and abs(x.std() - 1) < 1e-3  # standardised on train

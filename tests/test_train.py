@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -117,3 +118,81 @@ def test_a_corrupted_checkpoint_is_refused_with_a_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:300])  # truncated on disk
     with pytest.raises(ValueError, match="refused to load checkpoint"):
         load_checkpoint(path)
+
+
+def test_ranking_candidates_are_seeded_unseen_and_popularity_drawn(features):
+    from tasks import ranking
+
+    d, spec = features
+    frames = {p: pl.read_parquet(d / f"rec_{p}.parquet") for p in PARTS}
+    served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
+    c = ranking.draw(frames["train"], frames["test"], served, 99, 300, seed=5)
+    again = ranking.draw(frames["train"], frames["test"], served, 99, 300, seed=5)
+    assert np.array_equal(c.items, again.items) and c.items.shape == (300, 100)
+    ids = c.fields[:, 0]
+    test = frames["test"]
+    for n, r in enumerate(c.rows):
+        assert test["click"][int(r)] == 1 and ids[c.items[n, 0]] == test["item_id"][int(r)]
+        seen = set(served.filter(pl.col("raw_user_id") == test["raw_user_id"][int(r)])["item_id"])
+        negs = ids[c.items[n, 1:]]
+        assert len(set(negs)) == 99 and not (set(negs) & seen)
+    # popular items are drawn more often: draw counts follow train impressions
+    pop = frames["train"].group_by("item_id").len()
+    drawn = pl.DataFrame({"item_id": ids[c.items[:, 1:]].ravel()}).group_by("item_id").len()
+    both = pop.join(drawn, on="item_id", suffix="_drawn")
+    assert np.corrcoef(both["len"], both["len_drawn"])[0, 1] > 0.5
+
+
+def test_ranking_metrics_on_known_score_tables():
+    from tasks.ranking import ranking_metrics
+
+    rng = np.random.default_rng(0)
+    best = ranking_metrics(np.c_[np.ones(50), np.zeros((50, 99))])
+    assert best == {
+        "hr@1": 1.0,
+        "hr@5": 1.0,
+        "hr@10": 1.0,
+        "ndcg@5": 1.0,
+        "ndcg@10": 1.0,
+        "mrr": 1.0,
+    }
+    worst = ranking_metrics(np.c_[np.zeros(50), np.ones((50, 99))])
+    assert worst["hr@10"] == 0.0 and worst["mrr"] == pytest.approx(0.01)
+    rand = ranking_metrics(rng.random((20_000, 100)))
+    assert rand["hr@10"] == pytest.approx(0.10, abs=0.01)
+    assert rand["ndcg@10"] < rand["hr@10"]
+
+
+def test_trained_model_ranks_clicks_above_sampled_negatives(features):
+    from tasks import ranking
+
+    d, spec = features
+    cpu = torch.device("cpu")
+    train = load_samples(d, "rec_train", spec, TASKS, cpu)
+    valid = load_samples(d, "rec_valid", spec, TASKS, cpu)
+    test = load_samples(d, "rec_test", spec, TASKS, cpu)
+    hist = load_histories(d, spec, cpu)
+    params = load_params(ROOT / "params.yaml").model_copy(
+        update={"train": TrainParams(tasks=TASKS)}
+    )
+    torch.manual_seed(0)
+    model, _ = build_model(params, "mmoe", spec)
+    fit(
+        model,
+        train,
+        valid,
+        hist,
+        EngineOptions(epochs=2, patience=2, batch_size=512, lr=0.005),
+        TASKS,
+        log=lambda _: None,
+    )
+    frames = {p: pl.read_parquet(d / f"rec_{p}.parquet") for p in PARTS}
+    served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
+    c = ranking.draw(frames["train"], frames["test"], served, 99, 400, seed=0)
+    cols = [list(spec["sparse"]).index(k) for k in ranking.ITEM_COLUMNS]
+    s = ranking.scores(model, test, hist, c, cols, TASKS.index("click"))
+    # column 0 is the positive's own row, unchanged: it scores as plain prediction does
+    own = predict(model, test, hist, 1000)[c.rows, TASKS.index("click")]
+    assert np.allclose(1 / (1 + np.exp(-s[:, 0])), own, atol=1e-4)
+    m = ranking.ranking_metrics(s)
+    assert m["hr@10"] > 0.2, m  # random is 0.10

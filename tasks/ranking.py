@@ -1,0 +1,134 @@
+"""Ranking evaluation with sampled negatives, as SESRec and UniSAR report it on KuaiSAR.
+
+Each test feed click (up to `positives` of them, a seeded sample) is ranked against `negatives`
+items drawn in proportion to their train popularity, never an item the user was served in any
+part of the log. A candidate is the positive's own row with the item's fields swapped in (the
+user, their features and histories stay), so every model scores exactly the same candidates:
+the draw depends on the data and the seed only. Reports HR@1/5/10, NDCG@5/10 and MRR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from tasks.tensors import Histories, Samples, make_batch
+
+ITEM_COLUMNS = ("item_id", "author_id", "cat1", "cat2", "item_type", "upload_type")
+KS = (1, 5, 10)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    rows: np.ndarray  # (P,) test rows of the positives
+    items: np.ndarray  # (P, 1 + negatives) indices into `fields`; column 0 is the positive
+    fields: np.ndarray  # (I, len(ITEM_COLUMNS)) encoded item fields, one row per item
+
+
+def item_fields(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Encoded item fields, one row per known item (encoded item_id > 0), from sample frames."""
+    items = pl.concat([f.select(ITEM_COLUMNS) for f in frames]).filter(pl.col("item_id") > 0)
+    return items.unique("item_id", keep="first").sort("item_id")
+
+
+def draw(
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    served: pl.DataFrame,
+    negatives: int,
+    positives: int,
+    seed: int,
+) -> Candidates:
+    """The candidates of every sampled test click (frames are encoded feed samples)."""
+    rng = np.random.default_rng(seed)
+    fields = item_fields([train, test])
+    index = {int(i): k for k, i in enumerate(fields["item_id"].to_list())}
+    pop = (
+        train.filter(pl.col("item_id") > 0)
+        .group_by("item_id")
+        .len()
+        .join(fields.select("item_id").with_row_index("k"), on="item_id")
+        .sort("k")
+    )
+    weight = np.zeros(len(fields))
+    weight[pop["k"].to_numpy()] = pop["len"].to_numpy()
+    weight /= weight.sum()
+    cdf = np.cumsum(weight)
+    ids = fields["item_id"].to_numpy()
+    clicks = np.flatnonzero((test["click"].to_numpy() == 1) & (test["item_id"].to_numpy() > 0))
+    rows = np.sort(rng.choice(clicks, min(positives, len(clicks)), replace=False))
+    seen = served.group_by("raw_user_id").agg(pl.col("item_id").unique())
+    seen_by = dict(zip(seen["raw_user_id"].to_list(), seen["item_id"].to_list(), strict=True))
+    user, item = test["raw_user_id"].to_numpy(), test["item_id"].to_numpy()
+    out = np.zeros((len(rows), 1 + negatives), dtype=np.int64)
+    for n, r in enumerate(rows):
+        banned = np.array([*seen_by.get(user[r], []), item[r]], dtype=ids.dtype)
+        picked = np.zeros(0, dtype=np.int64)
+        for attempt in range(1000):
+            if len(picked) >= negatives:
+                break
+            if attempt == 20:  # slow going: are there enough items at all? (costs O(items))
+                eligible = int(((weight > 0) & ~np.isin(ids, banned)).sum())
+                if eligible < negatives:
+                    raise ValueError(
+                        f"only {eligible} items are left to sample as negatives for user "
+                        f"{user[r]}; lower evaluate.ranking_negatives (now {negatives})"
+                    )
+            k = np.searchsorted(cdf, rng.random(4 * negatives) * cdf[-1], side="right")
+            k = np.minimum(k, len(ids) - 1)
+            k = k[~np.isin(ids[k], banned) & (weight[k] > 0)]
+            both = np.concatenate([picked, k])
+            _, first = np.unique(both, return_index=True)
+            picked = both[np.sort(first)]  # distinct, in draw order
+        if len(picked) < negatives:
+            raise ValueError(
+                f"could not draw {negatives} distinct unseen items for user {user[r]}; "
+                "lower evaluate.ranking_negatives"
+            )
+        out[n, 0] = index[int(item[r])]
+        out[n, 1:] = picked[:negatives]
+    return Candidates(rows, out, fields.to_numpy())
+
+
+@torch.no_grad()
+def scores(
+    model: nn.Module,
+    test: Samples,
+    hist: Histories | None,
+    c: Candidates,
+    item_cols: list[int],
+    task: int,
+    batch: int = 128,
+) -> np.ndarray:
+    """(P, 1 + negatives) scores of `task` for each positive's candidates."""
+    model.eval()
+    device = test.sparse.device
+    fields = torch.from_numpy(c.fields).to(device)
+    cols = torch.tensor(item_cols, device=device)
+    out = []
+    width = c.items.shape[1]
+    for i in range(0, len(c.rows), batch):
+        rows = torch.from_numpy(c.rows[i : i + batch]).to(device)
+        items = torch.from_numpy(c.items[i : i + batch]).to(device)  # (b, width)
+        idx = rows.repeat_interleave(width)
+        sparse, dense, seqs = make_batch(test, hist, idx)
+        sparse = sparse.clone()
+        sparse[:, cols] = fields[items.reshape(-1)]
+        out.append(model(sparse, dense, seqs)[:, task].float().reshape(-1, width).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, width))
+
+
+def ranking_metrics(s: np.ndarray) -> dict[str, float]:
+    """HR@K, NDCG@K and MRR of column 0 (the positive) among each row's candidates."""
+    rank = 1 + (s[:, 1:] > s[:, :1]).sum(1)  # ties go to the positive
+    out: dict[str, float] = {}
+    for k in KS:
+        out[f"hr@{k}"] = float((rank <= k).mean())
+    for k in (5, 10):
+        out[f"ndcg@{k}"] = float(np.where(rank <= k, 1 / np.log2(rank + 1), 0.0).mean())
+    out["mrr"] = float((1 / rank).mean())
+    return out
