@@ -232,8 +232,11 @@ def publish_validation(reports: Path, failed: bool) -> None:
 
 def publish_metrics(reports: Path) -> list[dict[str, Any]]:
     rows = json.loads((reports / "comparison.json").read_text())["rows"]
+    # one column set for every row (ranking metrics exist for feed clicks only): blank elsewhere
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    table = [{k: r.get(k) for k in columns} for r in rows]
     create_table_artifact(
-        key="metrics-comparison", table=rows, description="Test metrics per model and task"
+        key="metrics-comparison", table=table, description="Test metrics per model and task"
     )
     return rows
 
