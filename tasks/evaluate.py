@@ -17,10 +17,10 @@ from tasks.tensors import (
     Histories,
     Samples,
     load_histories,
-    load_samples,
     make_batch,
     read_spec,
     sample_files,
+    scenario_samples,
     task_types,
 )
 from tasks.train import load_checkpoint, predict, resolve_device
@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     feats = params.paths.features
     spec = read_spec(feats)
     tasks = config["tasks"]
-    test = load_samples(feats, f"{sample_files(spec)}_test", spec, tasks, device)
+    scenario = config.get("scenario", "feed")
+    # joint: feed rows first, then search rows; each task scored in its own scenario's rows
+    test = scenario_samples(feats, "test", spec, scenario, tasks, device)
     hist = load_histories(feats, spec, device)
     regression = task_types(spec, tasks)
     probs = predict(model, test, hist, params.evaluate.batch_size, regression=regression)
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "gates": gate_use(model, test, hist),
         "kind": config["kind"],
+        "scenario": scenario,
         "head": config["head"],
         "tasks": tasks,
     }

@@ -17,6 +17,7 @@ import polars as pl
 
 from tasks.io import atomic_dir, write_json_atomic
 from tasks.params import FeaturesParams, load_params
+from tasks.progress import progress
 from tasks.schema import polars_schema
 from tasks.split import PARTS, REC_LABELS
 
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     f = fit(scan["rec_train"], scan["src_train"], items, users, params.features)
     rows: dict[str, int] = {}
     with atomic_dir(params.paths.features) as tmp:
-        for name in SPLIT_FILES:
+        for name in progress(SPLIT_FILES, len(SPLIT_FILES), "features (files)"):
             path = tmp / f"{name}.parquet"
             encode(name, scan[name], f, items, users).sink_parquet(path)
             rows[name] = pl.scan_parquet(path).select(pl.len()).collect().item()

@@ -185,13 +185,29 @@ class TrainParams(_Strict):
     sparse_embeddings: Literal["auto", "sparse", "dense"] = "auto"
 
 
-class SharedBottomParams(_Strict):
+SEARCH_TASK = "search_click"  # the search scenario's task (a click on a shown result)
+
+
+class _Head(_Strict):
+    # feed: trained on feed samples, the feed tasks | search: on search samples, search_click |
+    # joint: on both together, the feed tasks plus search_click (the scenario as a task)
+    scenario: Literal["feed", "search", "joint"] = "feed"
+
+    def task_names(self, feed_tasks: list[str]) -> list[str]:
+        return {
+            "feed": list(feed_tasks),
+            "search": [SEARCH_TASK],
+            "joint": [*feed_tasks, SEARCH_TASK],
+        }[self.scenario]
+
+
+class SharedBottomParams(_Head):
     kind: Literal["shared_bottom"]
     bottom: list[PositiveInt] = [256, 128]
     tower: list[PositiveInt] = [64]
 
 
-class SingleTaskParams(_Strict):
+class SingleTaskParams(_Head):
     """One whole network per task, nothing shared: the baseline of the multi-task gain."""
 
     kind: Literal["single_task"]
@@ -199,14 +215,14 @@ class SingleTaskParams(_Strict):
     tower: list[PositiveInt] = [64]
 
 
-class MMoEParams(_Strict):
+class MMoEParams(_Head):
     kind: Literal["mmoe", "omoe"]  # omoe: one gate shared by all tasks (the paper's baseline)
     n_experts: int = Field(4, ge=1, le=64)
     expert: list[PositiveInt] = [256, 128]
     tower: list[PositiveInt] = [64]
 
 
-class PLEParams(_Strict):
+class PLEParams(_Head):
     kind: Literal["ple"]
     n_levels: int = Field(2, ge=1, le=8)
     n_shared: int = Field(1, ge=0, le=64)
@@ -264,6 +280,11 @@ class Params(_Strict):
                     f"source.kind 'table' reads paths.source, which is paths.raw ({self.paths.raw}), "
                     "the generator's folder: point paths.source at the table's own folder"
                 )
+        crossed = [m for m in self.train.models if self.models[m].scenario != "feed"]
+        if crossed and self.source.kind != "kuaisar":
+            raise ValueError(
+                f"models {crossed} have scenario search or joint, which needs source.kind kuaisar"
+            )
         unknown = [t for t in self.train.tasks if t not in labels]
         if unknown:
             raise ValueError(f"train.tasks {unknown} are not among {where}: {list(labels)}")

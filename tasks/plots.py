@@ -24,8 +24,8 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def roc(evals: dict[str, dict], metrics: dict[str, dict], tasks: list[str], path: Path) -> None:
-    """One panel per binary task, one ROC curve per model."""
-    tasks = [t for t in tasks if all(t in ev["roc"] for ev in evals.values())]
+    """One panel per binary task, one ROC curve per model that has the task."""
+    tasks = [t for t in tasks if any(t in ev["roc"] for ev in evals.values())]
     if not tasks:
         fig, ax = plt.subplots(figsize=(4, 1))
         ax.text(0.5, 0.5, "no binary task in this run", ha="center", va="center")
@@ -35,6 +35,8 @@ def roc(evals: dict[str, dict], metrics: dict[str, dict], tasks: list[str], path
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for model, ev in evals.items():
+            if task not in ev["roc"]:
+                continue
             r = ev["roc"][task]
             ax.plot(r["fpr"], r["tpr"], label=f"{model} {metrics[model][task]['auc']:.3f}")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")
@@ -72,17 +74,19 @@ def gates(evals: dict[str, dict], tasks: list[str], path: Path) -> None:
         ax.axis("off")
         _save(fig, path)
         return
+    rows = max(len(w) for _, _, w in panels)
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(3.4 * len(panels), 0.5 + 0.45 * len(tasks)), squeeze=False
+        1, len(panels), figsize=(3.4 * len(panels), 0.5 + 0.45 * rows), squeeze=False
     )
     for ax, (model, level, w) in zip(axes[0], panels, strict=True):
+        names_t = evals[model].get("tasks", tasks)  # a joint model also has search_click
         names = expert_names(evals[model], len(w[0]))
         ax.imshow(w, vmin=0, vmax=1, cmap="Blues", aspect="auto")
         for t, row in enumerate(w):
             for e, v in enumerate(row):
                 ax.text(e, t, f"{v:.2f}", ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(tasks)), tasks, fontsize=7)
+        ax.set_yticks(range(len(names_t)), names_t, fontsize=7)
         ax.set_title(f"{model} level {level + 1}", fontsize=9)
     _save(fig, path)
 
@@ -92,11 +96,13 @@ def seesaw(metrics: dict[str, dict], tasks: list[str], path: Path) -> None:
     first, others = tasks[0], tasks[1:] or tasks
 
     def name(task: str) -> str:
-        return "AUC" if "auc" in next(iter(metrics.values()))[task] else "R^2"
+        return "AUC" if any("auc" in m.get(task, {}) for m in metrics.values()) else "R^2"
 
     fig, axes = plt.subplots(1, len(others), figsize=(3.0 * len(others), 3.0), squeeze=False)
     for ax, task in zip(axes[0], others, strict=True):
         for model, m in metrics.items():
+            if first not in m or task not in m:
+                continue
             ax.scatter(score(m[first]), score(m[task]), label=model)
             ax.annotate(model, (score(m[first]), score(m[task])), fontsize=7)
         ax.set(xlabel=f"{first} {name(first)}", ylabel=f"{task} {name(task)}")

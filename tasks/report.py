@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tasks.io import write_json_atomic, write_text_atomic
 from tasks.metrics import score
-from tasks.params import load_params
+from tasks.params import SEARCH_TASK, load_params
 
 # those a task has: binary or regression, and ranking with sampled negatives (feed clicks)
 METRICS = (
@@ -45,11 +45,14 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
     lines = [head, "|" + "---|" * (2 + len(models))]
     for t in tasks:
         for k in METRICS:
-            if any(k not in cell[m, t] for m in models):
+            have = [m for m in models if k in cell.get((m, t), {})]  # a model may lack the task
+            if not have:
                 continue
-            best = (min if k in LOWER_IS_BETTER else max)(float(cell[m, t][k]) for m in models)
+            best = (min if k in LOWER_IS_BETTER else max)(float(cell[m, t][k]) for m in have)
             vals = [
-                f"**{cell[m, t][k]:.4f}**"
+                "–"
+                if m not in have
+                else f"**{cell[m, t][k]:.4f}**"
                 if float(cell[m, t][k]) == best
                 else f"{cell[m, t][k]:.4f}"
                 for m in models
@@ -74,6 +77,7 @@ def multitask_gain(metrics: dict[str, dict], kinds: dict[str, str]) -> list[dict
         for model, per_task in metrics.items()
         if model != base
         for task, v in per_task.items()
+        if task in metrics[base]
     ]
 
 
@@ -83,8 +87,8 @@ def gain_table(gains: list[dict[str, object]]) -> str:
     cell = {(g["model"], g["task"]): g for g in gains}
     lines = ["| task | metric | " + " | ".join(models) + " |", "|" + "---|" * (2 + len(models))]
     for t in tasks:
-        metric = cell[models[0], t]["metric"]
-        vals = [f"{float(cell[m, t]['gain']):+.4f}" for m in models]
+        metric = next(cell[m, t]["metric"] for m in models if (m, t) in cell)
+        vals = [f"{float(cell[m, t]['gain']):+.4f}" if (m, t) in cell else "–" for m in models]
         lines.append(f"| {t} | {metric} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         if not path.is_file():
             raise SystemExit(f"report: {path} is missing; run evaluate@{m} first")
         per_task = json.loads(path.read_text())
-        metrics[m] = {t: per_task[t] for t in params.train.tasks if t in per_task}
+        order = [*params.train.tasks, SEARCH_TASK]  # search_click: search and joint models
+        metrics[m] = {t: per_task[t] for t in order if t in per_task}
     rows = comparison_rows(metrics)
     table = markdown_table(rows)
     kinds = {
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     reports = params.paths.reports
     write_text_atomic(reports / "comparison.md", "# Model comparison (test set)\n\n" + table)
     write_json_atomic(reports / "comparison.json", {"rows": rows, "multitask_gain": gains})
-    draw_pictures(params.paths.artifacts, reports, metrics, list(params.train.tasks))
+    tasks = list(dict.fromkeys(t for per_task in metrics.values() for t in per_task))
+    draw_pictures(params.paths.artifacts, reports, metrics, tasks)
     print(table)
 
 

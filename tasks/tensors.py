@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from models.embedding import EmbeddingSpec, Sequence
+from tasks.params import SEARCH_TASK
 
 Batch = tuple[Tensor, Tensor, tuple[Tensor, ...]]  # sparse (B,F), dense (B,Dn), sequences
 
@@ -62,10 +63,22 @@ def _long(df: pl.DataFrame, cols: list[str]) -> Tensor:
 
 
 def load_samples(
-    features: Path, name: str, spec: dict, tasks: list[str], device: torch.device
+    features: Path,
+    name: str,
+    spec: dict,
+    tasks: list[str],
+    device: torch.device,
+    columns: dict[str, str | None] | None = None,
 ) -> Samples:
-    """`name` is e.g. rec_train or table_train; labels in `tasks` order."""
+    """`name` is e.g. rec_train or table_train; labels in `tasks` order, each read from the
+    column of its name, or from `columns[task]` (None: NaN, outside this file's sample space)."""
     df = pl.read_parquet(features / f"{name}.parquet")
+    columns = columns or {}
+    df = df.with_columns(
+        (pl.col(columns[t]) if columns[t] else pl.lit(None, dtype=pl.Float32)).alias(t)
+        for t in tasks
+        if t in columns
+    )
     hist_cols = ["rec_hist_start", "rec_hist_len", "src_hist_start", "src_hist_len"]
     has_hist = set(hist_cols) <= set(df.columns)
     weighted = bool(spec.get("weighted")) and "weight" in df.columns
@@ -81,6 +94,36 @@ def load_samples(
         if weighted
         else None,
     )
+
+
+def concat_samples(a: Samples, b: Samples) -> Samples:
+    """Samples of two files (feed and search) as one set; histories index the same tables."""
+    user = None if a.user is None or b.user is None else np.concatenate([a.user, b.user])
+    weight = None if a.weight is None or b.weight is None else torch.cat([a.weight, b.weight])
+    return Samples(
+        sparse=torch.cat([a.sparse, b.sparse]),
+        dense=torch.cat([a.dense, b.dense]),
+        labels=torch.cat([a.labels, b.labels]),
+        hist=torch.cat([a.hist, b.hist]),
+        user=user,
+        weight=weight,
+    )
+
+
+def scenario_samples(
+    features: Path, part: str, spec: dict, scenario: str, tasks: list[str], device: torch.device
+) -> Samples:
+    """A model's samples of `part` for its scenario: feed (rec_PART, or table_PART), search
+    (src_PART, its click as search_click) or joint (both; each task NaN outside its scenario)."""
+    prefix = sample_files(spec)
+    if scenario == "feed":
+        return load_samples(features, f"{prefix}_{part}", spec, tasks, device)
+    search_cols: dict[str, str | None] = {t: None for t in tasks} | {SEARCH_TASK: "click"}
+    search = load_samples(features, f"src_{part}", spec, tasks, device, search_cols)
+    if scenario == "search":
+        return search
+    feed = load_samples(features, f"rec_{part}", spec, tasks, device, {SEARCH_TASK: None})
+    return concat_samples(feed, search)
 
 
 def sample_files(spec: dict) -> str:

@@ -37,9 +37,9 @@ from tasks.params import Params, TrainParams, load_params
 from tasks.tensors import (
     embedding_spec,
     load_histories,
-    load_samples,
     read_spec,
     sample_files,
+    scenario_samples,
     task_types,
 )
 
@@ -74,14 +74,17 @@ def build_model(
     """The model named `name` in params, and the config its checkpoint carries."""
     if name not in params.models:
         raise SystemExit(f"unknown model {name!r}: params.yaml models has {sorted(params.models)}")
-    head = params.models[name].model_dump()
+    section = params.models[name]
+    head = section.model_dump()
     kind = head.pop("kind")
+    scenario = head.pop("scenario")
     emb = embedding_spec(spec, params.train.embed_dim)
     config = {
         "name": name,
         "kind": kind,
+        "scenario": scenario,
         "head": head,
-        "tasks": list(params.train.tasks),
+        "tasks": section.task_names(list(params.train.tasks)),
         "embedding": json.loads(json.dumps(dataclasses.asdict(emb))),
     }
     return model_from_config(config, sparse), config
@@ -145,20 +148,20 @@ def main(argv: list[str] | None = None) -> None:
         device = resolve_device(p.device)
     feats = params.paths.features
     spec = read_spec(feats)
-    tasks = list(p.tasks)
-    prefix = sample_files(spec)
-    train = load_samples(feats, f"{prefix}_train", spec, tasks, device)
-    valid = load_samples(feats, f"{prefix}_valid", spec, tasks, device)
-    hist = load_histories(feats, spec, device)
     table_rows = sum(spec["sparse"].values()) + sum(spec["extra_tables"].values())
     opts = engine_options(p, device, world > 1, table_rows)
-    opts = dataclasses.replace(opts, regression=task_types(spec, tasks))
     model, config = build_model(params, args.model, spec, sparse=opts.sparse)
+    tasks = config["tasks"]
+    opts = dataclasses.replace(opts, regression=task_types(spec, tasks))
+    train = scenario_samples(feats, "train", spec, config["scenario"], tasks, device)
+    valid = scenario_samples(feats, "valid", spec, config["scenario"], tasks, device)
+    hist = load_histories(feats, spec, device)
     model.to(device)
     n_params = sum(x.numel() for x in model.parameters())
     say = (lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None)
     say(
-        f"train@{args.model}: {config['kind']}, {n_params:,} parameters, {len(train):,} samples, "
+        f"train@{args.model}: {config['kind']} ({config['scenario']}: {', '.join(tasks)}), "
+        f"{n_params:,} parameters, {len(train):,} samples, "
         f"device {device}{f' x {world} ranks' if world > 1 else ''}, "
         f"{'bf16' if opts.bf16 else 'fp32'}, {'sparse' if opts.sparse else 'dense'} embedding updates"
     )

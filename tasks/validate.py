@@ -29,6 +29,7 @@ import polars as pl
 
 from tasks.io import write_json_atomic
 from tasks.params import ValidateParams, beijing_ms, load_params
+from tasks.progress import progress
 from tasks.schema import ITEM_TYPES, RAW_FILES, Kind
 
 FORMATS: dict[Kind, str] = {
@@ -396,7 +397,8 @@ def validate_file(
     rows = 0
     try:
         rel = relations(file, path, known)
-        for text in text_batches(path, p.chunk_rows):
+        batches = progress(text_batches(path, p.chunk_rows), None, f"validate {file} (batches)")
+        for text in batches:
             rows += text.height
             columns = [c for c in text.columns if c != "row"]
             _fold(

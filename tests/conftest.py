@@ -57,6 +57,20 @@ TINY = {
             "expert": [32],
             "tower": [8],
         },
+        "ple_search": {
+            "kind": "ple",
+            "scenario": "search",
+            "n_levels": 1,
+            "expert": [32],
+            "tower": [8],
+        },
+        "ple_joint": {
+            "kind": "ple",
+            "scenario": "joint",
+            "n_levels": 1,
+            "expert": [32],
+            "tower": [8],
+        },
     },
 }
 

@@ -17,7 +17,11 @@ STAGES = [
     "validate",
     "split",
     "features",
-    *[f"{s}@{m}" for s in ("train", "evaluate") for m in ("shared_bottom", "mmoe", "ple")],
+    *[
+        f"{s}@{m}"
+        for s in ("train", "evaluate")
+        for m in ("shared_bottom", "mmoe", "ple", "ple_search", "ple_joint")
+    ],
     "report",
 ]
 
@@ -85,3 +89,21 @@ def test_dvc_experiments_run_with_a_changed_param_and_show_up(project):
     assert "four-experts" in shown and "n_experts" in shown
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=d).stdout)
     assert any("mmoe" in path for path in diff), diff  # against the last commit
+
+
+def test_joint_and_per_scenario_models_are_reported_per_scenario(project):
+    d, _ = project
+    tasks = yaml.safe_load((d / "params.yaml").read_text())["train"]["tasks"]
+    joint = json.loads((d / "artifacts" / "ple_joint" / "metrics.json").read_text())
+    search = json.loads((d / "artifacts" / "ple_search" / "metrics.json").read_text())
+    feed = json.loads((d / "artifacts" / "ple" / "metrics.json").read_text())
+    assert set(joint) == {*tasks, "search_click"} and list(search) == ["search_click"]
+    # each task is scored on its own scenario's test rows: feed tasks on feed, search on search
+    assert joint["click"]["n"] == feed["click"]["n"]
+    assert joint["search_click"]["n"] == search["search_click"]["n"] > 0
+    assert "hr@10" in joint["click"] and "hr@10" not in joint["search_click"]
+    gates = json.loads((d / "artifacts" / "ple_joint" / "evaluation.json").read_text())["gates"]
+    assert len(gates[0]) == len(tasks) + 1  # a gate per task, search_click included
+    table = (d / "reports" / "comparison.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| search_click | auc"))
+    assert row.count("–") == 3  # the feed-only models have no search task
