@@ -12,7 +12,6 @@ the paper's ordering MMoE <= OMoE <= Shared-Bottom holds) and loss_vs_p.png.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 from prefect import flow, task
 
-from tasks.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from tasks.io import write_json_atomic, write_text_atomic
 from tasks.synthetic import MODELS
 from tasks.synthetic import run as run_model
 
@@ -75,10 +74,7 @@ def table(summary: dict[str, Any]) -> str:
 def plot(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> None:
     """Test MSE against p: each run a faint dot, the mean over seeds a line (log scale, so one
     diverged seed does not flatten the rest)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tasks.plots import plt, save_png
 
     ps = summary["ps"]
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -102,10 +98,7 @@ def plot(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> Non
         title="MMoE paper synthetic benchmark (dots: seeds)",
     )
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    save_png(fig, path)
 
 
 @flow(name="sarflow-mmoe-synthetic", log_prints=True)

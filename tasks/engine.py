@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from tasks.io import write_bytes_atomic
-from tasks.metrics import auc
+from tasks.metrics import auc, r2
 from tasks.progress import progress
 from tasks.tensors import Histories, Samples, make_batch
 
@@ -136,12 +136,6 @@ def predict(
             return torch.where(reg, raw, torch.sigmoid(raw)).cpu().numpy()
         return torch.sigmoid(raw).cpu().numpy()
     return torch.cat(out).cpu().numpy() if out else np.zeros((0, s.labels.shape[1]), np.float32)
-
-
-def r2(y: np.ndarray, pred: np.ndarray) -> float:
-    """Coefficient of determination: 1 - MSE / variance (1 is perfect, 0 predicts the mean)."""
-    var = float(np.var(y))
-    return 1.0 - float(np.mean((pred - y) ** 2)) / var if var > 0 else float("nan")
 
 
 def valid_scores(

@@ -49,6 +49,12 @@ def logloss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
+def r2(y: np.ndarray, pred: np.ndarray) -> float:
+    """Coefficient of determination: 1 - MSE / variance (1 is perfect, 0 predicts the mean)."""
+    var = float(np.var(y))
+    return 1.0 - float(np.mean((pred - y) ** 2)) / var if var > 0 else float("nan")
+
+
 def task_metrics(
     labels: np.ndarray,
     probs: np.ndarray,
@@ -63,13 +69,7 @@ def task_metrics(
         keep = ~np.isnan(labels[:, t])
         y, p = labels[keep, t].astype(np.float64), probs[keep, t].astype(np.float64)
         if regression and regression[t]:
-            mse = float(np.mean((p - y) ** 2))
-            var = float(np.var(y))
-            out[name] = {
-                "mse": mse,
-                "r2": 1 - mse / var if var > 0 else float("nan"),
-                "n": int(keep.sum()),
-            }
+            out[name] = {"mse": float(np.mean((p - y) ** 2)), "r2": r2(y, p), "n": int(keep.sum())}
             continue
         m = {"auc": auc(y, p)}
         if user is not None:

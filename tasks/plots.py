@@ -14,7 +14,8 @@ from tasks.io import write_bytes_atomic
 from tasks.metrics import score  # noqa: E402
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_png(fig: Any, path: Path) -> None:
+    """The figure as a PNG, written atomically, without a timestamp (same figure, same bytes)."""
     import io
 
     buf = io.BytesIO()
@@ -23,14 +24,19 @@ def _save(fig: Any, path: Path) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
+def _placeholder(text: str, path: Path) -> None:
+    """A small picture that says why there is nothing to draw (the DVC plot still exists)."""
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    ax.axis("off")
+    save_png(fig, path)
+
+
 def roc(evals: dict[str, dict], metrics: dict[str, dict], tasks: list[str], path: Path) -> None:
     """One panel per binary task, one ROC curve per model that has the task."""
     tasks = [t for t in tasks if any(t in ev["roc"] for ev in evals.values())]
     if not tasks:
-        fig, ax = plt.subplots(figsize=(4, 1))
-        ax.text(0.5, 0.5, "no binary task in this run", ha="center", va="center")
-        ax.axis("off")
-        _save(fig, path)
+        _placeholder("no binary task in this run", path)
         return
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
@@ -42,7 +48,7 @@ def roc(evals: dict[str, dict], metrics: dict[str, dict], tasks: list[str], path
         ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")
         ax.set(title=task, xlabel="false positive rate", ylabel="true positive rate")
         ax.legend(fontsize=7, loc="lower right")
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def learning_curves(curves: dict[str, list[dict]], path: Path) -> None:
@@ -55,7 +61,7 @@ def learning_curves(curves: dict[str, list[dict]], path: Path) -> None:
     loss.set(title="train loss (sum over tasks)", xlabel="epoch")
     auc.set(title="valid score (mean over tasks of AUC or R^2)", xlabel="epoch")
     auc.legend(fontsize=8)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def expert_names(ev: dict[str, Any], level_width: int) -> list[str]:
@@ -69,10 +75,7 @@ def gates(evals: dict[str, dict], tasks: list[str], path: Path) -> None:
     """How much each task leans on each expert: one heatmap per gated model and level."""
     panels = [(m, i, w) for m, ev in evals.items() for i, w in enumerate(ev["gates"])]
     if not panels:
-        fig, ax = plt.subplots(figsize=(4, 1))
-        ax.text(0.5, 0.5, "no gated model in this run", ha="center", va="center")
-        ax.axis("off")
-        _save(fig, path)
+        _placeholder("no gated model in this run", path)
         return
     rows = max(len(w) for _, _, w in panels)
     fig, axes = plt.subplots(
@@ -88,7 +91,7 @@ def gates(evals: dict[str, dict], tasks: list[str], path: Path) -> None:
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(names_t)), names_t, fontsize=7)
         ax.set_title(f"{model} level {level + 1}", fontsize=9)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def seesaw(metrics: dict[str, dict], tasks: list[str], path: Path) -> None:
@@ -106,4 +109,4 @@ def seesaw(metrics: dict[str, dict], tasks: list[str], path: Path) -> None:
             ax.scatter(score(m[first]), score(m[task]), label=model)
             ax.annotate(model, (score(m[first]), score(m[task])), fontsize=7)
         ax.set(xlabel=f"{first} {name(first)}", ylabel=f"{task} {name(task)}")
-    _save(fig, path)
+    save_png(fig, path)

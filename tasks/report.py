@@ -96,21 +96,19 @@ def gain_table(gains: list[dict[str, object]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     params = load_params()
+    artifacts = params.paths.artifacts
+    order = [*params.train.tasks, SEARCH_TASK]  # search_click: search and joint models
     metrics = {}
     for m in params.train.models:
-        path: Path = params.paths.artifacts / m / "metrics.json"
+        path: Path = artifacts / m / "metrics.json"
         if not path.is_file():
             raise SystemExit(f"report: {path} is missing; run evaluate@{m} first")
         per_task = json.loads(path.read_text())
-        order = [*params.train.tasks, SEARCH_TASK]  # search_click: search and joint models
         metrics[m] = {t: per_task[t] for t in order if t in per_task}
+    evals = {m: json.loads((artifacts / m / "evaluation.json").read_text()) for m in metrics}
     rows = comparison_rows(metrics)
     table = markdown_table(rows)
-    kinds = {
-        m: json.loads((params.paths.artifacts / m / "evaluation.json").read_text())["kind"]
-        for m in metrics
-    }
-    gains = multitask_gain(metrics, kinds)
+    gains = multitask_gain(metrics, {m: ev["kind"] for m, ev in evals.items()})
     if gains:
         table += (
             "\n## Multi-task gain over the single-task baseline\n\n"
@@ -122,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     write_text_atomic(reports / "comparison.md", "# Model comparison (test set)\n\n" + table)
     write_json_atomic(reports / "comparison.json", {"rows": rows, "multitask_gain": gains})
     tasks = list(dict.fromkeys(t for per_task in metrics.values() for t in per_task))
-    draw_pictures(params.paths.artifacts, reports, metrics, tasks)
+    draw_pictures(artifacts, reports, metrics, evals, tasks)
     print(table)
 
 
@@ -130,14 +128,16 @@ PICTURES = ("roc.png", "learning_curves.png", "gates.png", "seesaw.png")
 
 
 def draw_pictures(
-    artifacts: Path, reports: Path, metrics: dict[str, dict], tasks: list[str]
+    artifacts: Path,
+    reports: Path,
+    metrics: dict[str, dict],
+    evals: dict[str, dict],
+    tasks: list[str],
 ) -> None:
     """The report's PNG figures (see tasks.plots), from what train and evaluate wrote."""
     from tasks import plots
 
-    models = list(metrics)
-    evals = {m: json.loads((artifacts / m / "evaluation.json").read_text()) for m in models}
-    curves = {m: json.loads((artifacts / m / "curve.json").read_text())["curve"] for m in models}
+    curves = {m: json.loads((artifacts / m / "curve.json").read_text())["curve"] for m in metrics}
     plots.roc(evals, metrics, tasks, reports / "roc.png")
     plots.learning_curves(curves, reports / "learning_curves.png")
     plots.gates(evals, tasks, reports / "gates.png")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,13 +86,12 @@ class Check:
 
 
 def scan_text(path: Path) -> pl.LazyFrame:
-    """Every column as text, exactly as written, with `row` (0-based data row) first."""
-    return pl.scan_csv(path, infer_schema=False, encoding="utf8").with_row_index("row")
+    """Every column as text, exactly as written."""
+    return pl.scan_csv(path, infer_schema=False, encoding="utf8")
 
 
-def text_batches(path: Path, rows: int) -> Iterator[pl.DataFrame]:
-    """The file's text in batches of about `rows` rows, in file order, `row` numbered."""
-    lf = pl.scan_csv(path, infer_schema=False, encoding="utf8")
+def numbered_batches(lf: pl.LazyFrame, rows: int) -> Iterator[pl.DataFrame]:
+    """`lf` in batches of about `rows` rows, in file order, with `row` (0-based data row)."""
     offset = 0
     for batch in lf.collect_batches(chunk_size=rows, maintain_order=True):
         yield batch.with_row_index("row", offset=offset)
@@ -150,9 +149,9 @@ def _cast_int(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Int64, strict=False)
 
 
-def relations(file: str, path: Path, known: dict[str, pl.Series]) -> Relations:
+def relations(file: str, text: pl.LazyFrame, known: dict[str, pl.Series]) -> Relations:
     """Whole-file relations from streaming scans of only the columns each one needs."""
-    lf = scan_text(path)
+    lf = text.with_row_index("row")
     cols = set(lf.collect_schema().names()) - {"row"}
     r = Relations(known=known)
     if file in UNIQUE_ROWS and cols == set(RAW_FILES[file]):
@@ -388,33 +387,48 @@ def _fold(checks: dict[tuple[str, str, str], Check], batch: list[Check], max_exa
 UNREADABLE = (pl.exceptions.ComputeError, pl.exceptions.NoDataError, OSError, UnicodeDecodeError)
 
 
+def run_batches(
+    v: Validator,
+    file: str,
+    lf: pl.LazyFrame,
+    fmt: list[Any],
+    values_of: Callable[[pl.DataFrame], tuple[pl.DataFrame, list[Any]]],
+    p: ValidateParams,
+    header: int = 1,
+) -> tuple[list[Check], int]:
+    """Both suites of `file` on every batch of `lf`, merged per check; (checks, data rows).
+    `values_of(text batch)` gives the typed frame and its value expectations."""
+    stem = file.rsplit(".", 1)[0]
+    merged: dict[tuple[str, str, str], Check] = {}
+    rows = 0
+    for text in progress(numbered_batches(lf, p.chunk_rows), None, f"validate {file} (batches)"):
+        rows += text.height
+        _fold(merged, v.run(file, f"{stem}.format", text, fmt, header), p.max_examples)
+        frame, expectations = values_of(text)
+        if expectations:
+            _fold(
+                merged, v.run(file, f"{stem}.values", frame, expectations, header), p.max_examples
+            )
+    return list(merged.values()), rows
+
+
 def validate_file(
     v: Validator, file: str, path: Path, p: ValidateParams, known: dict[str, pl.Series]
 ) -> tuple[list[Check], int]:
-    """Every check on one file, batch by batch; (checks, data rows)."""
-    stem = file.removesuffix(".csv")
-    merged: dict[tuple[str, str, str], Check] = {}
-    rows = 0
+    """Every check on one KuaiSAR file, batch by batch; (checks, data rows)."""
     try:
-        rel = relations(file, path, known)
-        batches = progress(text_batches(path, p.chunk_rows), None, f"validate {file} (batches)")
-        for text in batches:
-            rows += text.height
-            columns = [c for c in text.columns if c != "row"]
-            _fold(
-                merged,
-                v.run(file, f"{stem}.format", text, format_expectations(file, columns)),
-                p.max_examples,
-            )
-            frame, expectations = value_expectations(file, typed(file, text), p, rel)
-            if expectations:
-                _fold(merged, v.run(file, f"{stem}.values", frame, expectations), p.max_examples)
+        lf = scan_text(path)
+        rel = relations(file, lf, known)
+        fmt = format_expectations(file, lf.collect_schema().names())
+        found, rows = run_batches(
+            v, file, lf, fmt, lambda text: value_expectations(file, typed(file, text), p, rel), p
+        )
     except UNREADABLE as e:
         error = f"cannot read {path}: {_first_line(e)}"
         return [Check(file, "files", "readable_csv", None, False, error=error)], 0
     if rows == 0:
         return [Check(file, "files", "has_rows", None, False, error=f"{path} has no data rows")], 0
-    return list(merged.values()), rows
+    return found, rows
 
 
 def known_ids(raw: Path) -> dict[str, pl.Series]:
@@ -423,11 +437,26 @@ def known_ids(raw: Path) -> dict[str, pl.Series]:
     for table, key in (("user_features", "user_id"), ("item_features", "item_id")):
         path = raw / f"{table}.csv"
         try:
-            ids = pl.scan_csv(path, infer_schema=False, encoding="utf8").select(_cast_int(key))
+            ids = scan_text(path).select(_cast_int(key))
             known[table] = ids.collect(engine="streaming")[key].drop_nulls().unique()
         except Exception:  # noqa: BLE001 - missing or unreadable: that file's own checks say so
             continue
     return known
+
+
+def report_of(checks: list[Check], rows: dict[str, int], files: list[str]) -> dict[str, Any]:
+    """The validation report: failing checks first, then in `files` order (deterministic)."""
+    checks = sorted(
+        checks,
+        key=lambda c: (c.success, files.index(c.file), c.suite, c.expectation, c.column or ""),
+    )
+    return {
+        "success": all(c.success for c in checks),
+        "failed": sum(not c.success for c in checks),
+        "checked": len(checks),
+        "rows": rows,
+        "checks": [asdict(c) for c in checks],
+    }
 
 
 def validate_folder(raw: Path, p: ValidateParams, docs: Path | None = None) -> dict[str, Any]:
@@ -448,22 +477,7 @@ def validate_folder(raw: Path, p: ValidateParams, docs: Path | None = None) -> d
         if n:
             rows[file] = n
     v.build_docs()
-    checks.sort(
-        key=lambda c: (
-            c.success,
-            list(RAW_FILES).index(c.file),
-            c.suite,
-            c.expectation,
-            c.column or "",
-        )
-    )
-    return {
-        "success": all(c.success for c in checks),
-        "failed": sum(not c.success for c in checks),
-        "checked": len(checks),
-        "rows": rows,
-        "checks": [asdict(c) for c in checks],
-    }
+    return report_of(checks, rows, list(RAW_FILES))
 
 
 def table_expectations(d: Any, columns: list[str]) -> tuple[list[Any], list[Any]]:
@@ -513,23 +527,15 @@ def validate_table(folder: Path, tp: Any, p: ValidateParams, docs: Path | None) 
                 Check(name, "files", "file_exists", None, False, error=f"{path} not found")
             )
             continue
-        merged: dict[tuple[str, str, str], Check] = {}
-        n = 0
         try:
             lf = scan_text(path, d)
-            d = resolve_columns(d, lf.collect_schema().names(), tp.preset)
-            stem = name.rsplit(".", 1)[0]
-            for batch in lf.collect_batches(chunk_size=p.chunk_rows, maintain_order=True):
-                text = batch.with_row_index("row", offset=n)
-                n += text.height
-                columns = [c for c in text.columns if c != "row"]
-                fmt, values = table_expectations(d, columns)
-                header = int(d.has_header and d.format == "csv")  # lines before the first row
-                _fold(merged, v.run(name, f"{stem}.format", text, fmt, header), p.max_examples)
-                if values:
-                    frame = typed(text, d)
-                    got = v.run(name, f"{stem}.values", frame, values, header)
-                    _fold(merged, got, p.max_examples)
+            columns = lf.collect_schema().names()
+            d = resolve_columns(d, columns, tp.preset)
+            fmt, values = table_expectations(d, columns)
+            header = int(d.has_header and d.format == "csv")  # lines before the first row
+            found, n = run_batches(
+                v, name, lf, fmt, lambda text, d=d, ex=values: (typed(text, d), ex), p, header
+            )
         except (*UNREADABLE, TableError) as e:
             error = f"cannot read {path} as declared ({role}): {_first_line(e)}"
             checks.append(Check(name, "files", "readable_csv", None, False, error=error))
@@ -539,17 +545,10 @@ def validate_table(folder: Path, tp: Any, p: ValidateParams, docs: Path | None) 
                 Check(name, "files", "has_rows", None, False, error=f"{path} has no data rows")
             )
             continue
-        checks += merged.values()
+        checks += found
         rows[name] = n
     v.build_docs()
-    checks.sort(key=lambda c: (c.success, c.file, c.suite, c.expectation, c.column or ""))
-    return {
-        "success": all(c.success for c in checks),
-        "failed": sum(not c.success for c in checks),
-        "checked": len(checks),
-        "rows": rows,
-        "checks": [asdict(c) for c in checks],
-    }
+    return report_of(checks, rows, sorted({c.file for c in checks}))
 
 
 REPORT = "validation.json"  # the stage's DVC metric: written only when every check passes
