@@ -13,7 +13,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup browser run test lint format repro bench bench-data synthetic remote dashboard serve clean
+.PHONY: setup browser run test lint format repro bench bench-data synthetic search-aware remote dashboard serve clean
 
 PORT       ?= 4200
 DVC_REMOTE ?= $(abspath ..)/sarflow-dvc-remote
@@ -61,6 +61,9 @@ bench-data: setup     ## validate + split + features at 1M, 5M, 20M actions (BEN
 
 synthetic: setup      ## the MMoE paper's synthetic experiment -> reports/synthetic/ (~5 min)
 	$(PY) -m flows.synthetic
+
+search-aware: setup   ## SESRec vs its ablations, joint vs per-scenario, over seeds -> reports/search_aware/
+	$(PY) -m flows.search_aware
 
 remote: setup         ## default DVC remote: a local folder outside the repo (DVC_REMOTE=... for any URL)
 	$(VENV)/bin/dvc remote add --local --default --force sarflow $(DVC_REMOTE)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from models.embedding import EmbeddingSpec, FeatureEmbedding
 from models.mmoe import MMoE
 from models.ple import PLE
+from models.sesrec import SESRec
 from models.shared_bottom import SharedBottom
 
 
@@ -39,11 +40,14 @@ def build_head(kind: str, in_dim: int, n_tasks: int, cfg: dict[str, Any]) -> nn.
     raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
-KINDS = ("shared_bottom", "omoe", "mmoe", "ple", "single_task")
+KINDS = ("shared_bottom", "omoe", "mmoe", "ple", "single_task", "sesrec")
 
 
 class MultiTaskModel(nn.Module):
-    """`kind` single_task is the baseline every multi-task model is measured against: one whole
+    """`kind` sesrec is a whole model of its own (it reads the histories step by step, see
+    models.sesrec); every other kind is a head on the pooled feature embedding.
+
+    `kind` single_task is the baseline every multi-task model is measured against: one whole
     network per task (own embedding, bottom and tower), nothing shared, trained side by side
     (their losses add up but touch disjoint parameters, so each learns as if alone)."""
 
@@ -57,6 +61,9 @@ class MultiTaskModel(nn.Module):
     ) -> None:
         super().__init__()
         self.kind = kind
+        if kind == "sesrec":
+            self.sesrec = SESRec(spec, n_tasks, cfg, sparse)
+            return
         if kind == "single_task":
             self.singles = nn.ModuleList(
                 MultiTaskModel(spec, "shared_bottom", 1, cfg, sparse) for _ in range(n_tasks)
@@ -65,7 +72,13 @@ class MultiTaskModel(nn.Module):
         self.embedding = FeatureEmbedding(spec, sparse=sparse)
         self.head = build_head(kind, spec.out_dim, n_tasks, cfg)
 
+    def auxiliary_loss(self) -> Tensor | None:
+        """Extra training losses of the last forward pass (SESRec's InfoNCE and triplet), if any."""
+        return self.sesrec.aux_loss if self.kind == "sesrec" else None
+
     def forward(self, sparse: Tensor, dense: Tensor, seqs: tuple[Tensor, ...] = ()) -> Tensor:
+        if self.kind == "sesrec":
+            return self.sesrec(sparse, dense, seqs)
         if self.kind == "single_task":
             return torch.cat([m(sparse, dense, seqs) for m in self.singles], dim=1)
         return self.head(self.embedding(sparse, dense, seqs))  # (B, T) logits

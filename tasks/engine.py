@@ -170,6 +170,12 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def auxiliary_loss(model: nn.Module) -> Tensor | None:
+    """A model's extra training loss of its last forward pass (SESRec's), if it has one."""
+    core = getattr(model, "module", model)  # under DDP the model is wrapped
+    return core.auxiliary_loss() if hasattr(core, "auxiliary_loss") else None
+
+
 def fit(
     model: nn.Module,
     train: Samples,
@@ -226,7 +232,8 @@ def fit(
             per_task = masked_loss(logits, train.labels[idx], reg, weight)
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
-            per_task.sum().backward()
+            aux = auxiliary_loss(model)
+            (per_task.sum() if aux is None else per_task.sum() + aux).backward()
             for opt in opts:
                 opt.step()
             total += per_task.detach()

@@ -231,8 +231,37 @@ class PLEParams(_Head):
     tower: list[PositiveInt] = [64]
 
 
+class SESRecParams(_Head):
+    """SESRec (models/sesrec.py): feed and search histories through Transformer encoders, query
+    and item aligned (InfoNCE), histories split into similar/dissimilar interests (triplet)."""
+
+    kind: Literal["sesrec"]
+    search_history: bool = True  # false: the ablation without search history
+    disentangle: bool = True  # false: the ablation without the similar/dissimilar split
+    n_layers: int = Field(1, ge=1, le=8)  # Transformer layers of each encoder
+    n_heads: int = Field(2, ge=1, le=16)  # must divide 2 * train.embed_dim
+    dropout: float = Field(0.0, ge=0, lt=1)  # in the encoders (slow on CPU: 0 by default)
+    bottom: list[PositiveInt] = [256, 128]
+    tower: list[PositiveInt] = [64]
+    contrastive_weight: float = Field(0.1, ge=0)  # weight of the query-item InfoNCE loss
+    triplet_weight: float = Field(0.1, ge=0)  # weight of the similar/dissimilar triplet loss
+    temperature: float = Field(0.1, gt=0)  # InfoNCE temperature
+    margin: float = Field(0.5, ge=0)  # triplet margin (on unit vectors)
+    max_contrastive_pairs: int = Field(1024, ge=2)  # query-item pairs per batch in the InfoNCE
+
+    @model_validator(mode="after")
+    def _ablation(self) -> SESRecParams:
+        if self.disentangle and not self.search_history:
+            raise ValueError(
+                "disentangle splits feed and search history into similar/dissimilar interests, "
+                "so it needs search_history: true (set disentangle: false for the no-search ablation)"
+            )
+        return self
+
+
 ModelParams = Annotated[
-    SharedBottomParams | SingleTaskParams | MMoEParams | PLEParams, Field(discriminator="kind")
+    SharedBottomParams | SingleTaskParams | MMoEParams | PLEParams | SESRecParams,
+    Field(discriminator="kind"),
 ]
 
 
@@ -285,6 +314,18 @@ class Params(_Strict):
             raise ValueError(
                 f"models {crossed} have scenario search or joint, which needs source.kind kuaisar"
             )
+        historied = [m for m in self.train.models if self.models[m].kind == "sesrec"]
+        if historied and self.source.kind != "kuaisar":
+            raise ValueError(
+                f"models {historied} are sesrec, which reads feed and search histories: "
+                "that needs source.kind kuaisar (a declared table has no histories)"
+            )
+        for m in historied:
+            if (2 * self.train.embed_dim) % self.models[m].n_heads:
+                raise ValueError(
+                    f"models.{m}.n_heads ({self.models[m].n_heads}) must divide its item width "
+                    f"2 * train.embed_dim = {2 * self.train.embed_dim}"
+                )
         unknown = [t for t in self.train.tasks if t not in labels]
         if unknown:
             raise ValueError(f"train.tasks {unknown} are not among {where}: {list(labels)}")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+
+from flows.project import ROOT, copy_project, dvc, run  # noqa: F401  (tests import them here)
 
 # Prefect: never touch the user's ~/.prefect, no telemetry, patient server start-up.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="sarflow-prefect-")
@@ -21,18 +20,6 @@ os.environ["DVC_NO_ANALYTICS"] = "1"
 for var, value in (("NAME", "sarflow tests"), ("EMAIL", "tests@sarflow.invalid")):
     os.environ.setdefault(f"GIT_AUTHOR_{var}", value)
     os.environ.setdefault(f"GIT_COMMITTER_{var}", value)
-
-ROOT = Path(__file__).resolve().parents[1]
-CODE = [
-    "tasks",
-    "models",
-    "flows",
-    "dvc.yaml",
-    "params.yaml",
-    "pyproject.toml",
-    ".dvcignore",
-    "prefect.yaml",
-]
 
 TINY = {
     "generate": {
@@ -71,6 +58,15 @@ TINY = {
             "expert": [32],
             "tower": [8],
         },
+        "sesrec": {"kind": "sesrec", "bottom": [32], "tower": [8]},
+        "sesrec_nosearch": {
+            "kind": "sesrec",
+            "search_history": False,
+            "disentangle": False,
+            "bottom": [32],
+            "tower": [8],
+        },
+        "sesrec_nodis": {"kind": "sesrec", "disentangle": False, "bottom": [32], "tower": [8]},
     },
 }
 
@@ -87,36 +83,9 @@ def tiny_params(overrides: dict | None = None) -> dict:
     return params
 
 
-def run(
-    cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run a command with this interpreter's folder first on PATH (stage commands say `python`)."""
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
-    env = dict(os.environ, PATH=path, **(env or {}))
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check)
-
-
 def make_project(dest: Path, overrides: dict | None = None) -> Path:
     """A fresh git + DVC repository holding the project's code and tiny params."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in CODE:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(overrides), sort_keys=False))
-    run(["git", "init", "-q"], cwd=dest)
-    dvc("init", "-q", cwd=dest)
-    dvc("config", "core.analytics", "false", cwd=dest)
-    return dest
+    return copy_project(dest, tiny_params(overrides))
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,13 @@ def test_the_project_params_are_valid():
     assert set(p.train.models) <= set(p.models)
 
 
+def _sesrec_on_a_table(p: dict) -> None:
+    p["source"] = {"kind": "table"}
+    p["table"]["preset"] = "census_income"
+    p["paths"]["source"] = "/data/census"
+    p["train"] |= {"models": ["sesrec"], "tasks": ["income_50k"]}
+
+
 @pytest.mark.parametrize(
     "edit,named",
     [
@@ -35,6 +42,10 @@ def test_the_project_params_are_valid():
         (lambda p: p["train"].update(models=["mmoe", "dcn"]), "dcn"),
         (lambda p: p["split"].update(valid_start="2023-06-09 00:00:00"), "split.valid_start"),
         (lambda p: p.update(trian={}), "trian"),
+        (lambda p: p["models"]["sesrec"].update(search_history=False), "models.sesrec"),
+        (lambda p: p["models"]["sesrec"].update(n_heads=3), "models.sesrec.n_heads"),
+        (lambda p: p["models"]["sesrec"].update(temperature=0), "models.sesrec"),
+        (_sesrec_on_a_table, "sesrec, which reads feed and search histories"),
     ],
 )
 def test_bad_params_are_refused_naming_the_key(tmp_path, edit, named):

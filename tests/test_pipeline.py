@@ -20,7 +20,16 @@ STAGES = [
     *[
         f"{s}@{m}"
         for s in ("train", "evaluate")
-        for m in ("shared_bottom", "mmoe", "ple", "ple_search", "ple_joint")
+        for m in (
+            "shared_bottom",
+            "mmoe",
+            "ple",
+            "ple_search",
+            "ple_joint",
+            "sesrec",
+            "sesrec_nosearch",
+            "sesrec_nodis",
+        )
     ],
     "report",
 ]
@@ -106,4 +115,23 @@ def test_joint_and_per_scenario_models_are_reported_per_scenario(project):
     assert len(gates[0]) == len(tasks) + 1  # a gate per task, search_click included
     table = (d / "reports" / "comparison.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| search_click | auc"))
-    assert row.count("–") == 3  # the feed-only models have no search task
+    assert row.count("–") == 6  # the feed-only models have no search task
+
+
+def test_sesrec_and_its_ablations_are_trained_ranked_and_reported(project):
+    d, _ = project
+    table = (d / "reports" / "comparison.md").read_text()
+    for m in ("sesrec", "sesrec_nosearch", "sesrec_nodis"):
+        metrics = json.loads((d / "artifacts" / m / "metrics.json").read_text())
+        assert {"auc", "gauc", "hr@10", "ndcg@10", "mrr"} <= set(metrics["click"]), m
+        assert 0 < metrics["click"]["ndcg@10"] <= metrics["click"]["hr@10"] <= 1
+        details = json.loads((d / "artifacts" / m / "evaluation.json").read_text())
+        assert details["kind"] == "sesrec" and details["gates"] == []
+        assert m in table
+    heads = {
+        m: json.loads((d / "artifacts" / m / "evaluation.json").read_text())["head"]
+        for m in ("sesrec", "sesrec_nosearch", "sesrec_nodis")
+    }
+    assert heads["sesrec"]["search_history"] and heads["sesrec"]["disentangle"]
+    assert not heads["sesrec_nosearch"]["search_history"]
+    assert heads["sesrec_nodis"]["search_history"] and not heads["sesrec_nodis"]["disentangle"]

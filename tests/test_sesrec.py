@@ -1,0 +1,138 @@
+"""SESRec: what each part reads, its extra losses, its ablations, and that it learns search interest."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.embedding import EmbeddingSpec, Sequence
+from models.multitask import MultiTaskModel
+from models.sesrec import CoAttention, SequenceEncoder
+
+L, S, Q = 6, 4, 3  # feed history, search history, query words per session
+SPEC = EmbeddingSpec(
+    sparse=(("user_id", 30), ("item_id", 60), ("cat1", 5)),
+    n_dense=1,
+    extra_tables=(("word", 40),),
+    sequences=(
+        Sequence("rec_hist_item", "item_id", "item_id"),
+        Sequence("rec_hist_cat1", "cat1", "cat1"),
+        Sequence("src_hist_item", "item_id", "item_id"),
+        Sequence("src_hist_cat1", "cat1", "cat1"),
+        Sequence("src_hist_word", "word"),
+    ),
+    dim=8,
+)
+BASE = {"n_layers": 1, "n_heads": 2, "bottom": [32], "tower": [8]}
+FULL = {**BASE, "contrastive_weight": 0.1, "triplet_weight": 0.1, "temperature": 0.1, "margin": 0.5}
+NOSEARCH = {**BASE, "search_history": False, "disentangle": False}
+NODIS = {**FULL, "disentangle": False}
+
+
+def inputs(b: int, gen: torch.Generator, empty: int = 0):
+    """Random samples; the first `empty` have no history at all."""
+    sparse = torch.stack([torch.randint(1, n, (b,), generator=gen) for _, n in SPEC.sparse], 1)
+    rec_item = torch.randint(1, 60, (b, L), generator=gen)
+    src_item = torch.randint(1, 60, (b, S), generator=gen)
+    words = torch.randint(1, 40, (b, S * Q), generator=gen)
+    rec_item[:, :2] = 0  # left padding, as tasks.tensors.window gives
+    src_item[:, :1], words[:, :Q] = 0, 0
+    rec_item[:empty], src_item[:empty], words[:empty] = 0, 0, 0
+    seqs = (rec_item, rec_item % 5, src_item, src_item % 5, words)
+    return sparse, torch.randn(b, 1, generator=gen), seqs
+
+
+@pytest.mark.parametrize("cfg", [FULL, NOSEARCH, NODIS], ids=["full", "nosearch", "nodis"])
+def test_one_finite_logit_per_task_even_without_any_history(cfg):
+    gen = torch.Generator().manual_seed(0)
+    model = MultiTaskModel(SPEC, "sesrec", 3, cfg)
+    out = model(*inputs(5, gen, empty=2))
+    assert out.shape == (5, 3) and torch.isfinite(out).all()
+    loss = out.sum() + (model.auxiliary_loss() if cfg is not NOSEARCH else 0)
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is None or torch.isfinite(g).all() for g in grads)
+
+
+def test_extra_losses_only_in_training_and_only_where_configured():
+    gen = torch.Generator().manual_seed(0)
+    batch = inputs(16, gen)
+    full, nosearch = (
+        MultiTaskModel(SPEC, "sesrec", 2, FULL),
+        MultiTaskModel(SPEC, "sesrec", 2, NOSEARCH),
+    )
+    full(*batch)
+    assert full.auxiliary_loss() is not None and full.auxiliary_loss() > 0
+    nosearch(*batch)
+    assert nosearch.auxiliary_loss() is None
+    full.eval()
+    full(*batch)
+    assert full.auxiliary_loss() is None
+    off = MultiTaskModel(SPEC, "sesrec", 2, {**FULL, "contrastive_weight": 0, "triplet_weight": 0})
+    off(*batch)
+    assert off.auxiliary_loss() is None
+
+
+def test_the_no_search_ablation_ignores_search_history_and_the_full_model_reads_it():
+    gen = torch.Generator().manual_seed(1)
+    sparse, dense, seqs = inputs(8, gen)
+    other = list(seqs)
+    other[2] = torch.randint(1, 60, seqs[2].shape, generator=gen)  # other searched items
+    other[3] = other[2] % 5
+    other[4] = torch.randint(1, 40, seqs[4].shape, generator=gen)  # other query words
+    for cfg, reads in ((NOSEARCH, False), (FULL, True), (NODIS, True)):
+        torch.manual_seed(0)
+        model = MultiTaskModel(SPEC, "sesrec", 2, cfg).eval()
+        a, b = model(sparse, dense, seqs), model(sparse, dense, tuple(other))
+        assert (not torch.allclose(a, b)) == reads, cfg
+
+
+def test_padded_history_steps_change_nothing():
+    gen = torch.Generator().manual_seed(2)
+    enc = SequenceEncoder(16, 32, n_layers=1, n_heads=2, dropout=0.0).eval()
+    x = torch.randn(3, 5, 16, generator=gen)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    noisy = x.clone()
+    noisy[~mask] = 99.0  # whatever sits in padded steps
+    out, out2 = enc(x, mask), enc(noisy, mask)
+    torch.testing.assert_close(out, out2)
+    assert (out[~mask] == 0).all() and torch.isfinite(out).all()
+
+
+def test_co_attention_scores_steps_by_their_best_match_in_the_other_history():
+    co = CoAttention(4)
+    with torch.no_grad():
+        co.affinity.weight.copy_(torch.eye(4) * 10)
+    e = torch.eye(4)
+    r = torch.stack([e[0], -e[0], e[2]]).unsqueeze(0)  # feed steps: along, against, across
+    s = torch.stack([e[0], e[0]]).unsqueeze(0)  # searches: direction 0
+    ones = torch.ones(1, 3, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool)
+    r_score, s_score = co(r, s, *ones)
+    assert r_score[0, 0] > 0.9 and r_score[0, 1] < 0.1 and 0.4 < r_score[0, 2] < 0.6
+    assert (s_score > 0.9).all()
+    r_score, _ = co(r, s, torch.tensor([[True, False, True]]), ones[1])
+    assert r_score[0, 1] == 0  # a padded step is neither similar nor dissimilar
+
+
+def test_sesrec_learns_a_planted_search_interest_that_the_ablation_cannot_see():
+    """Label = 1 where the target's category was searched (feed history is noise): the full model
+    must learn it, the no-search ablation cannot beat chance by much."""
+    gen = torch.Generator().manual_seed(3)
+    sparse, dense, seqs = inputs(1024, gen)
+    searched = (seqs[3] == sparse[:, 2:3]) & (seqs[2] > 0)
+    y = searched.any(1).float().unsqueeze(1)
+    final = {}
+    for name, cfg in (("full", FULL), ("nosearch", NOSEARCH)):
+        torch.manual_seed(0)
+        model = MultiTaskModel(SPEC, "sesrec", 1, cfg)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        for _ in range(120):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                model(sparse, dense, seqs), y
+            )
+            aux = model.auxiliary_loss()
+            opt.zero_grad()
+            (loss if aux is None else loss + aux).backward()
+            opt.step()
+        final[name] = loss.item()
+    assert final["full"] < 0.5 * final["nosearch"], final
