@@ -70,7 +70,8 @@ class SequenceEncoder(nn.Module):
 
 
 class TargetAttention(nn.Module):
-    """The candidate item attends over a history's steps (scaled dot product, masked softmax)."""
+    """The candidate item attends over a history's steps (scaled dot product, masked softmax);
+    out: the attended vector and its element-wise product with the candidate (B, 2D)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -80,7 +81,8 @@ class TargetAttention(nn.Module):
         logits = torch.einsum("bd,bld->bl", self.query(target), h) / h.shape[-1] ** 0.5
         w = logits.float().masked_fill(~mask, float("-inf")).softmax(1)
         w = torch.nan_to_num(w, nan=0.0).to(h.dtype)  # an empty history attends to nothing
-        return torch.einsum("bl,bld->bd", w, h)
+        att = torch.einsum("bl,bld->bd", w, h)
+        return torch.cat([att, att * target.to(att.dtype)], dim=1)
 
 
 class CoAttention(nn.Module):
@@ -111,8 +113,8 @@ class SESRecOptions:
     dropout: float = 0.0
     bottom: tuple[int, ...] = (256, 128)
     tower: tuple[int, ...] = (64,)
-    contrastive_weight: float = 0.1
-    triplet_weight: float = 0.1
+    contrastive_weight: float = 0.02
+    triplet_weight: float = 0.02
     temperature: float = 0.1
     margin: float = 0.5
     max_contrastive_pairs: int = 1024
@@ -154,7 +156,8 @@ class SESRec(nn.Module):
                 self.co_attention = CoAttention(dim)
                 self.part_attention = nn.ModuleList(TargetAttention(dim) for _ in range(4))
                 parts += 4
-        self.bottom = MLP(self.fields.spec.out_dim + dim * (1 + parts), list(o.bottom))
+        # the candidate item, then per attention part (attended, attended * candidate)
+        self.bottom = MLP(self.fields.spec.out_dim + dim * (1 + 2 * parts), list(o.bottom))
         self.towers = Towers(n_tasks, self.bottom.out_dim, list(o.tower))
         self.aux_loss: Tensor | None = None  # the last training forward's weighted extra losses
 

@@ -243,8 +243,8 @@ class SESRecParams(_Head):
     dropout: float = Field(0.0, ge=0, lt=1)  # in the encoders (slow on CPU: 0 by default)
     bottom: list[PositiveInt] = [256, 128]
     tower: list[PositiveInt] = [64]
-    contrastive_weight: float = Field(0.1, ge=0)  # weight of the query-item InfoNCE loss
-    triplet_weight: float = Field(0.1, ge=0)  # weight of the similar/dissimilar triplet loss
+    contrastive_weight: float = Field(0.02, ge=0)  # weight of the query-item InfoNCE loss
+    triplet_weight: float = Field(0.02, ge=0)  # weight of the similar/dissimilar triplet loss
     temperature: float = Field(0.1, gt=0)  # InfoNCE temperature
     margin: float = Field(0.5, ge=0)  # triplet margin (on unit vectors)
     max_contrastive_pairs: int = Field(1024, ge=2)  # query-item pairs per batch in the InfoNCE

@@ -1,0 +1,61 @@
+"""flows/search_aware.py: the planted-truth checks computed from per-seed metrics."""
+
+from __future__ import annotations
+
+import yaml
+
+from flows.project import ROOT
+from flows.search_aware import SCENARIO, SEARCH_AWARE, cell_params, summarise, table
+
+
+def metrics(ndcg: float, auc: float = 0.7, search: float = 0.6) -> dict:
+    feed = {t: {"auc": auc} for t in ("click", "like", "long_view")}
+    feed["click"] |= {"ndcg@10": ndcg, "hr@10": 2 * ndcg, "mrr": ndcg}
+    return feed | {"search_click": {"auc": search}}
+
+
+def runs(gain_on: float, gain_off: float, joint_diff: float) -> list[dict]:
+    out = []
+    for seed, base in ((1, 0.30), (2, 0.31), (3, 0.32)):
+        for effect, gain in ((1.5, gain_on), (0.0, gain_off)):
+            m = {
+                "sesrec": metrics(base + gain),
+                "sesrec_nosearch": metrics(base),
+                "sesrec_nodis": metrics(base + gain / 2),
+            }
+            if effect:
+                m |= {
+                    "ple": metrics(base, auc=0.70),
+                    "ple_search": metrics(base, search=0.60),
+                    "ple_joint": metrics(base, auc=0.70 + joint_diff, search=0.60 + joint_diff),
+                }
+            out.append({"seed": seed, "search_effect": effect, "metrics": m})
+    return out
+
+
+def test_a_gain_larger_than_the_seed_spread_passes_and_one_inside_it_does_not():
+    s = summarise(runs(gain_on=0.05, gain_off=0.001, joint_diff=0.01))
+    on, off = s["checks"]["effect_on"], s["checks"]["effect_off"]
+    assert on["seed_spread"] > 0.009 and on["mean_gain"] > on["seed_spread"]
+    assert on["gain_exceeds_spread"] and not off["gain_exceeds_spread"]
+    assert off["gain_within_noise"] and not on["gain_within_noise"]
+    small = summarise(runs(gain_on=0.005, gain_off=0.0, joint_diff=0.0))["checks"]["effect_on"]
+    assert not small["gain_exceeds_spread"]
+
+
+def test_the_joint_model_is_compared_on_each_scenario_against_its_own_baseline():
+    s = summarise(runs(gain_on=0.05, gain_off=0.0, joint_diff=-0.05))["checks"]["joint"]
+    assert s["search_click/auc"]["against"] == "ple_search" and s["click/auc"]["against"] == "ple"
+    assert s["click/auc"]["wins"] == 0 and not s["click/auc"]["not_worse"]
+    won = summarise(runs(gain_on=0.05, gain_off=0.0, joint_diff=0.02))["checks"]["joint"]
+    assert won["search_click/auc"]["wins"] == 3 and won["search_click/auc"]["not_worse"]
+    text = table(summarise(runs(0.05, 0.0, 0.02)), [1, 2, 3])
+    assert "| sesrec | click | ndcg@10 |" in text and "exceeds the spread: yes" in text
+
+
+def test_cells_run_the_project_params_with_only_seed_effect_epochs_and_models_changed():
+    project = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = cell_params(4, 0.0, 3, SEARCH_AWARE + SCENARIO)
+    assert p["generate"] == project["generate"] | {"seed": 4, "search_effect": 0.0}
+    assert p["train"]["seed"] == 4 and p["train"]["epochs"] == 3
+    assert p["models"] == project["models"] and p["source"] == {"kind": "kuaisar"}
