@@ -56,6 +56,7 @@ class Histories:
     src: Tensor  # (1 + S, 2 + Q) long: item, cat1, words...; row 0 is padding
     rec_len: int  # window sizes
     src_len: int
+    order: tuple[str, ...]  # sequence names in the order of the spec (and of the model)
 
 
 def _long(df: pl.DataFrame, cols: list[str]) -> Tensor:
@@ -152,7 +153,13 @@ def load_histories(features: Path, spec: dict, device: torch.device) -> Historie
         return torch.cat([torch.zeros(1, t.shape[1], dtype=torch.long), t]).to(device)
 
     rec_t = _long(rec, ["item", "cat1"])
-    return Histories(pad(rec_t), pad(src_t), spec["history_len"], spec["search_history_len"])
+    return Histories(
+        pad(rec_t),
+        pad(src_t),
+        spec["history_len"],
+        spec["search_history_len"],
+        tuple(spec["sequences"]),
+    )
 
 
 def window(start: Tensor, length: Tensor, size: int) -> Tensor:
@@ -165,11 +172,18 @@ def window(start: Tensor, length: Tensor, size: int) -> Tensor:
 
 
 def make_batch(s: Samples, h: Histories | None, idx: Tensor) -> Batch:
-    """Model inputs of the samples at `idx`; sequences in spec order (see tasks.features)."""
+    """Model inputs of the samples at `idx`; sequences in the spec's order, matched by name (the
+    model's EmbeddingSpec lists them in that order; see tasks.features.SEQUENCES)."""
     if h is None:  # a table without histories
         return s.sparse[idx], s.dense[idx], ()
     hs = s.hist[idx]
     rec = h.rec[window(hs[:, 0], hs[:, 1], h.rec_len)]  # (B, L, 2)
     src = h.src[window(hs[:, 2], hs[:, 3], h.src_len)]  # (B, S, 2 + Q)
-    seqs = (rec[..., 0], rec[..., 1], src[..., 0], src[..., 1], src[..., 2:].flatten(1))
-    return s.sparse[idx], s.dense[idx], seqs
+    by_name = {
+        "rec_hist_item": rec[..., 0],
+        "rec_hist_cat1": rec[..., 1],
+        "src_hist_item": src[..., 0],
+        "src_hist_cat1": src[..., 1],
+        "src_hist_word": src[..., 2:].flatten(1),
+    }
+    return s.sparse[idx], s.dense[idx], tuple(by_name[name] for name in h.order)

@@ -15,7 +15,7 @@ from tasks.features import build_features, item_table, user_table
 from tasks.generate import generate
 from tasks.params import FeaturesParams, GenerateParams, SplitParams, TrainParams, load_params
 from tasks.split import PARTS, split_logs
-from tasks.tensors import load_histories, load_samples
+from tasks.tensors import embedding_spec, load_histories, load_samples, make_batch
 from tasks.train import build_model, load_checkpoint, masked_bce, predict
 from tests.conftest import ROOT
 
@@ -196,3 +196,27 @@ def test_trained_model_ranks_clicks_above_sampled_negatives(features):
     assert np.allclose(1 / (1 + np.exp(-s[:, 0])), own, atol=1e-4)
     m = ranking.ranking_metrics(s)
     assert m["hr@10"] > 0.2, m  # random is 0.10
+
+
+@pytest.mark.parametrize("order", [list, sorted, lambda k: list(reversed(list(k)))])
+def test_history_sequences_reach_the_model_by_name_in_any_spec_order(features, order):
+    """spec.json is written with sorted keys: each sequence must still carry its own ids."""
+    d, spec = features
+    spec = spec | {"sequences": {k: spec["sequences"][k] for k in order(spec["sequences"])}}
+    cpu = torch.device("cpu")
+    s = load_samples(d, "rec_train", spec, TASKS, cpu)
+    idx = torch.nonzero((s.hist[:, 1] > 0) & (s.hist[:, 3] > 0)).squeeze(1)[:256]
+    _, _, seqs = make_batch(s, load_histories(d, spec, cpu), idx)
+    emb = embedding_spec(spec, 8)
+    sizes = dict(emb.sparse) | dict(emb.extra_tables)
+    by_name = dict(zip([q.name for q in emb.sequences], seqs, strict=True))
+    for q in emb.sequences:  # every id fits the table the model looks it up in
+        assert int(by_name[q.name].max()) < sizes[q.table], q
+    hist = pl.read_parquet(d / "rec_history.parquet")
+    cat_of = dict(zip(hist["item"].to_list(), hist["cat1"].to_list(), strict=True))
+    items, cats = by_name["rec_hist_item"], by_name["rec_hist_cat1"]
+    assert int(items.max()) > sizes["cat1"]  # item ids, not categories
+    pairs = [
+        (i, c) for i, c in zip(items.flatten().tolist(), cats.flatten().tolist(), strict=True) if i
+    ]
+    assert pairs and all(cat_of[i] == c for i, c in pairs)
