@@ -1,6 +1,6 @@
 """Planted-truth experiment for search-aware recommendation, as one Prefect flow.
 
-    python -m flows.search_aware [--seeds 1 2 3] [--epochs 6] [--out reports/search_aware]
+    python -m flows.search_aware [--seeds 1 2 3] [--epochs 6] [--effect E] [--out reports/search_aware]
     make search-aware
 
 The built-in generator plants how much a user's searches raise later feed clicks in the searched
@@ -174,21 +174,28 @@ def search_aware(
     epochs: int = 6,
     out: str = "reports/search_aware",
     work: str | None = None,
+    effect: float | None = None,
 ) -> dict[str, Any]:
+    """`effect`: the 'on' setting of generate.search_effect (default: params.yaml's)."""
     with_python_on_path()
     seeds = seeds or [1, 2, 3]
-    effect = float(yaml.safe_load((ROOT / "params.yaml").read_text())["generate"]["search_effect"])
+    if effect is None:
+        effect = float(
+            yaml.safe_load((ROOT / "params.yaml").read_text())["generate"]["search_effect"]
+        )
     if effect <= 0:
-        raise ValueError("generate.search_effect in params.yaml must be > 0 (the 'on' setting)")
+        raise ValueError(f"the search effect's 'on' setting must be > 0, got {effect}")
     work_dir = Path(work or tempfile.mkdtemp(prefix="sarflow-search-aware-"))
     runs = [one_cell(s, e, epochs, str(work_dir)) for s in seeds for e in (effect, 0.0)]
     summary = summarise(runs)
     folder = Path(out)
     write_json_atomic(
         folder / "results.json",
-        {"seeds": seeds, "epochs": epochs, "summary": summary, "runs": runs},
+        {"seeds": seeds, "epochs": epochs, "effect": effect, "summary": summary, "runs": runs},
     )
-    text = table(summary, seeds)
+    text = f"search_effect {effect:g} (on) and 0 (off), {epochs} epochs at most.\n" + table(
+        summary, seeds
+    )
     write_text_atomic(folder / "table.md", "# Search-aware planted-truth experiment\n\n" + text)
     print(text)
     return summary
@@ -200,8 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--out", default="reports/search_aware")
     ap.add_argument("--work", default=None, help="where the per-cell projects go (a temp dir)")
+    ap.add_argument("--effect", type=float, default=None, help="search_effect when on (params)")
     args = ap.parse_args(argv)
-    search_aware(args.seeds, args.epochs, args.out, args.work)
+    search_aware(args.seeds, args.epochs, args.out, args.work, args.effect)
     print(json.dumps({"out": args.out}))
 
 

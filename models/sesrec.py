@@ -220,7 +220,7 @@ class SESRec(nn.Module):
         qs, its, ids = q[mask], item[mask], item_ids[mask]
         if len(qs) < 2:
             return q.sum() * 0.0
-        if len(qs) > self.o.max_contrastive_pairs:  # the newest steps are at the end of each row
+        if len(qs) > self.o.max_contrastive_pairs:  # a random subset keeps the matrix small
             keep = torch.randperm(len(qs), device=qs.device)[: self.o.max_contrastive_pairs]
             qs, its, ids = qs[keep], its[keep], ids[keep]
         logits = F.normalize(qs.float(), dim=-1) @ F.normalize(its.float(), dim=-1).t()
