@@ -69,6 +69,11 @@ def one_cell(seed: int, effect: float, epochs: int, work: str) -> dict[str, Any]
     return {"seed": seed, "search_effect": effect, "metrics": metrics}
 
 
+def _std(v: np.ndarray) -> float:
+    """Sample standard deviation over seeds (0 for a single seed)."""
+    return float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
 def _values(runs: list[dict[str, Any]], effect_on: bool, model: str, task_: str, k: str):
     return np.array(
         [
@@ -90,25 +95,21 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             if len(v):
                 out["stats"][side][f"{m}/{t}/{k}"] = {
                     "mean": float(v.mean()),
-                    "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                    "std": _std(v),
                     "values": v.round(5).tolist(),
                 }
         full = _values(runs, on, "sesrec", "click", "ndcg@10")
         ablation = _values(runs, on, "sesrec_nosearch", "click", "ndcg@10")
         gain = full - ablation  # paired: the same dataset and candidates
-        spread = max(
-            float(full.std(ddof=1)) if len(full) > 1 else 0.0,
-            float(ablation.std(ddof=1)) if len(ablation) > 1 else 0.0,
-        )
+        spread = max(_std(full), _std(ablation))
         out["checks"][side] = {
             "gain_ndcg10": gain.round(5).tolist(),
             "mean_gain": float(gain.mean()),
-            "gain_std": float(gain.std(ddof=1)) if len(gain) > 1 else 0.0,
+            "gain_std": _std(gain),
             "seed_spread": spread,
             "gain_exceeds_spread": bool(gain.mean() > spread),
-            "gain_within_noise": bool(abs(gain.mean()) <= max(spread, 2 * gain.std(ddof=1)))
-            if len(gain) > 1
-            else False,
+            "gain_within_noise": len(gain) > 1
+            and bool(abs(gain.mean()) <= max(spread, 2 * _std(gain))),
         }
     joint: dict[str, Any] = {}
     for t, k, separate in (
@@ -126,7 +127,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "diff": d.round(5).tolist(),
                 "mean_diff": float(d.mean()),
                 "wins": int((d > 0).sum()),
-                "not_worse": bool(d.mean() >= -max(float(s.std(ddof=1)) if len(s) > 1 else 0, 0)),
+                "not_worse": bool(d.mean() >= -_std(s)),
             }
     out["checks"]["joint"] = joint
     return out

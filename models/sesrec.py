@@ -42,6 +42,9 @@ REC_ITEM, REC_CAT, SRC_ITEM, SRC_CAT, SRC_WORD = (
 )
 
 
+MAX_STEPS = 1024  # learned positions per encoder (features.history_len is at most 1000)
+
+
 def masked_mean(h: Tensor, mask: Tensor) -> Tensor:  # (B, L, D), (B, L) bool -> (B, D)
     m = mask.unsqueeze(-1).to(h.dtype)
     return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
@@ -106,18 +109,20 @@ class CoAttention(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class SESRecOptions:
-    search_history: bool = True
-    disentangle: bool = True
-    n_layers: int = 1
-    n_heads: int = 2
-    dropout: float = 0.0
-    bottom: tuple[int, ...] = (256, 128)
-    tower: tuple[int, ...] = (64,)
-    contrastive_weight: float = 0.02
-    triplet_weight: float = 0.02
-    temperature: float = 0.1
-    margin: float = 0.5
-    max_contrastive_pairs: int = 1024
+    """The model's params section (defaults and bounds live in tasks.params.SESRecParams)."""
+
+    search_history: bool
+    disentangle: bool
+    n_layers: int
+    n_heads: int
+    dropout: float
+    bottom: tuple[int, ...]
+    tower: tuple[int, ...]
+    contrastive_weight: float
+    triplet_weight: float
+    temperature: float
+    margin: float
+    max_contrastive_pairs: int
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> SESRecOptions:
@@ -141,15 +146,15 @@ class SESRec(nn.Module):
         # the sample's own fields, without the pooled histories of the other models
         self.fields = FeatureEmbedding(dataclasses.replace(spec, sequences=()), sparse=sparse)
         d = spec.dim
-        self.dim = dim = 2 * d  # an item is [item_id embedding; category embedding]
+        dim = 2 * d  # an item is [item_id embedding; category embedding]
         self.item_col = self.fields.field_pos["item_id"]
         self.cat_col = self.fields.field_pos["cat1"]
-        self.rec_encoder = SequenceEncoder(dim, 1024, o.n_layers, o.n_heads, o.dropout)
+        self.rec_encoder = SequenceEncoder(dim, MAX_STEPS, o.n_layers, o.n_heads, o.dropout)
         self.rec_attention = TargetAttention(dim)
         parts = 1
         if o.search_history:
             self.query = nn.Linear(d, dim)  # mean of the query's word embeddings -> item space
-            self.src_encoder = SequenceEncoder(dim, 1024, o.n_layers, o.n_heads, o.dropout)
+            self.src_encoder = SequenceEncoder(dim, MAX_STEPS, o.n_layers, o.n_heads, o.dropout)
             self.src_attention = TargetAttention(dim)
             parts += 1
             if o.disentangle:
@@ -180,8 +185,8 @@ class SESRec(nn.Module):
             b, n = seq[SRC_ITEM].shape
             words = seq[SRC_WORD].view(b, n, -1)  # (B, S, Q) query words of each session
             s_mask = (seq[SRC_ITEM] > 0) | (words > 0).any(-1)
-            w = (words > 0).unsqueeze(-1).to(base.dtype)
-            q = self.query((self._lookup(words, "word") * w).sum(2) / w.sum(2).clamp_min(1.0))
+            mean = masked_mean(self._lookup(words, "word").flatten(0, 1), (words > 0).flatten(0, 1))
+            q = self.query(mean.view(b, n, -1))  # (B, S, D) each session's query in item space
             item = self._items(seq[SRC_ITEM], seq[SRC_CAT])
             s = self.src_encoder(q + item, s_mask)
             parts.append(self.src_attention(target, s, s_mask))

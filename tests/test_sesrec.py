@@ -23,8 +23,22 @@ SPEC = EmbeddingSpec(
     ),
     dim=8,
 )
-BASE = {"n_layers": 1, "n_heads": 2, "bottom": [32], "tower": [8]}
-FULL = {**BASE, "contrastive_weight": 0.1, "triplet_weight": 0.1, "temperature": 0.1, "margin": 0.5}
+# every key of a params section (tasks.params.SESRecParams), as a checkpoint config carries
+BASE = {
+    "search_history": True,
+    "disentangle": True,
+    "n_layers": 1,
+    "n_heads": 2,
+    "dropout": 0.0,
+    "bottom": [32],
+    "tower": [8],
+    "contrastive_weight": 0.0,
+    "triplet_weight": 0.0,
+    "temperature": 0.1,
+    "margin": 0.5,
+    "max_contrastive_pairs": 1024,
+}
+FULL = {**BASE, "contrastive_weight": 0.1, "triplet_weight": 0.1}
 NOSEARCH = {**BASE, "search_history": False, "disentangle": False}
 NODIS = {**FULL, "disentangle": False}
 
