@@ -5,7 +5,9 @@ Representation for Recommendation", SIGIR 2023, arXiv:2305.10822).
 What is kept from the paper, on sarflow's inputs (the features stage's histories):
 - two small Transformer encoders: one over the feed history (clicked items), one over the search
   history (one step per search session: its query words plus the item it led to, its first click
-  or else its first shown item);
+  or else its first shown item); with `time_gaps`, each step also carries its age at the sample's
+  time (bucketed, tasks.features.AGE_HOURS), so "searched this category yesterday" differs from
+  "a month ago" (an addition to the paper, whose encoders see order only);
 - an InfoNCE loss aligning each query with its item (in-batch negatives);
 - co-attention between the two encoded histories: each step gets a similarity score to the other
   behaviour, which splits each history into a *similar* part (score) and a *dissimilar* part
@@ -33,11 +35,13 @@ from models.embedding import EmbeddingSpec, FeatureEmbedding
 from models.layers import MLP, Towers
 
 # the features stage's sequences this model reads, by name (see tasks.features.SEQUENCES)
-REC_ITEM, REC_CAT, SRC_ITEM, SRC_CAT, SRC_WORD = (
+REC_ITEM, REC_CAT, REC_AGE, SRC_ITEM, SRC_CAT, SRC_AGE, SRC_WORD = (
     "rec_hist_item",
     "rec_hist_cat1",
+    "rec_hist_age",
     "src_hist_item",
     "src_hist_cat1",
+    "src_hist_age",
     "src_hist_word",
 )
 
@@ -113,6 +117,7 @@ class SESRecOptions:
 
     search_history: bool
     disentangle: bool
+    time_gaps: bool
     n_layers: int
     n_heads: int
     dropout: float
@@ -135,7 +140,7 @@ class SESRec(nn.Module):
     def __init__(self, spec: EmbeddingSpec, n_tasks: int, cfg: dict[str, Any], sparse: bool):
         super().__init__()
         names = {s.name for s in spec.sequences}
-        needed = {REC_ITEM, REC_CAT, SRC_ITEM, SRC_CAT, SRC_WORD}
+        needed = {REC_ITEM, REC_CAT, REC_AGE, SRC_ITEM, SRC_CAT, SRC_AGE, SRC_WORD}
         if not needed <= names:
             raise ValueError(
                 f"sesrec reads the feed and search histories ({sorted(needed)}); these features "
@@ -149,6 +154,8 @@ class SESRec(nn.Module):
         dim = 2 * d  # an item is [item_id embedding; category embedding]
         self.item_col = self.fields.field_pos["item_id"]
         self.cat_col = self.fields.field_pos["cat1"]
+        if o.time_gaps:  # a step's age bucket -> item space, added to the step
+            self.age = nn.Linear(d, dim, bias=False)
         self.rec_encoder = SequenceEncoder(dim, MAX_STEPS, o.n_layers, o.n_heads, o.dropout)
         self.rec_attention = TargetAttention(dim)
         parts = 1
@@ -172,13 +179,19 @@ class SESRec(nn.Module):
     def _items(self, item: Tensor, cat: Tensor) -> Tensor:
         return torch.cat([self._lookup(item, "item_id"), self._lookup(cat, "cat1")], -1)
 
+    def _with_age(self, steps: Tensor, age: Tensor) -> Tensor:
+        """History steps (B, L, D) plus their age bucket's vector when `time_gaps` is on."""
+        return steps + self.age(self._lookup(age, "age")) if self.o.time_gaps else steps
+
     def forward(self, sparse: Tensor, dense: Tensor, seqs: tuple[Tensor, ...] = ()) -> Tensor:
         o = self.o
         seq = {name: seqs[k] for name, k in self.seq_pos.items()}
         base = self.fields(sparse, dense)
         target = self._items(sparse[:, self.item_col], sparse[:, self.cat_col])  # (B, D)
         r_mask = seq[REC_ITEM] > 0
-        r = self.rec_encoder(self._items(seq[REC_ITEM], seq[REC_CAT]), r_mask)
+        r = self.rec_encoder(
+            self._with_age(self._items(seq[REC_ITEM], seq[REC_CAT]), seq[REC_AGE]), r_mask
+        )
         parts = [target, self.rec_attention(target, r, r_mask)]
         aux = []
         if o.search_history:
@@ -188,7 +201,7 @@ class SESRec(nn.Module):
             mean = masked_mean(self._lookup(words, "word").flatten(0, 1), (words > 0).flatten(0, 1))
             q = self.query(mean.view(b, n, -1))  # (B, S, D) each session's query in item space
             item = self._items(seq[SRC_ITEM], seq[SRC_CAT])
-            s = self.src_encoder(q + item, s_mask)
+            s = self.src_encoder(q + self._with_age(item, seq[SRC_AGE]), s_mask)
             parts.append(self.src_attention(target, s, s_mask))
             if self.training and o.contrastive_weight > 0:
                 aux.append(o.contrastive_weight * self._info_nce(q, item, seq[SRC_ITEM], s_mask))

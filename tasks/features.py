@@ -33,7 +33,12 @@ SEQUENCES = {
     "src_hist_item": ("item_id", "item_id"),
     "src_hist_cat1": ("cat1", "cat1"),
     "src_hist_word": ("word", None),
+    "rec_hist_age": ("age", None),
+    "src_hist_age": ("age", None),
 }
+# a history event's age at the sample's time, in buckets with these upper edges (hours; the
+# last bucket is everything older); 0 is padding. tasks.tensors.make_batch computes them.
+AGE_HOURS = (1, 3, 6, 12, 24, 36, 48, 72, 120, 168, 336, 720)
 HIST_COLS = ("rec_hist_start", "rec_hist_len", "src_hist_start", "src_hist_len")
 
 
@@ -125,6 +130,7 @@ def encode(
         cols = [
             encoded(pl.col("item_id"), v["item_id"]).alias("item"),
             encoded(pl.col("cat1"), v["cat1"]).alias("cat1"),
+            pl.col("timestamp").cast(pl.Int64),
         ]
         if name == "src_history":
             cols.append(pl.col("keyword").list.eval(encoded(pl.element(), v["word"])).alias("word"))
@@ -150,7 +156,8 @@ def make_spec(
     return {
         "sparse": {c: len(f.vocabs[c]) + 1 for c in SPARSE},
         "dense": list(DENSE),
-        "extra_tables": {"word": len(f.vocabs["word"]) + 1},
+        "extra_tables": {"word": len(f.vocabs["word"]) + 1, "age": len(AGE_HOURS) + 2},
+        "age_hours": list(AGE_HOURS),
         "sequences": {k: {"table": t, "target": tgt} for k, (t, tgt) in SEQUENCES.items()},
         "rec_tasks": list(REC_LABELS),
         "history_len": p.history_len,

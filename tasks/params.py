@@ -238,6 +238,7 @@ class SESRecParams(_Head):
     kind: Literal["sesrec"]
     search_history: bool = True  # false: the ablation without search history
     disentangle: bool = True  # false: the ablation without the similar/dissimilar split
+    time_gaps: bool = True  # each history step carries its age at the sample's time
     n_layers: int = Field(1, ge=1, le=8)  # Transformer layers of each encoder
     n_heads: int = Field(2, ge=1, le=16)  # must divide 2 * train.embed_dim
     dropout: float = Field(0.0, ge=0, lt=1)  # in the encoders (slow on CPU: 0 by default)

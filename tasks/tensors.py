@@ -45,6 +45,7 @@ class Samples:
     hist: Tensor  # (N, 4) long: rec start, rec len, search start, search len (0 for tables)
     user: np.ndarray | None  # (N,) raw user ids, for GAUC (None: a table without users)
     weight: Tensor | None = None  # (N,) sample weights of a weighted table
+    time: Tensor | None = None  # (N,) long: the sample's timestamp (ms), for history ages
 
     def __len__(self) -> int:
         return self.sparse.shape[0]
@@ -52,11 +53,12 @@ class Samples:
 
 @dataclass(frozen=True)
 class Histories:
-    rec: Tensor  # (1 + H, 2) long: item, cat1; row 0 is padding
-    src: Tensor  # (1 + S, 2 + Q) long: item, cat1, words...; row 0 is padding
+    rec: Tensor  # (1 + H, 3) long: item, cat1, timestamp (ms); row 0 is padding
+    src: Tensor  # (1 + S, 3 + Q) long: item, cat1, timestamp, words...; row 0 is padding
     rec_len: int  # window sizes
     src_len: int
     order: tuple[str, ...]  # sequence names in the order of the spec (and of the model)
+    age_edges: Tensor  # upper edges (ms) of the age buckets (spec.json `age_hours`)
 
 
 def _long(df: pl.DataFrame, cols: list[str]) -> Tensor:
@@ -94,6 +96,7 @@ def load_samples(
         weight=torch.from_numpy(df["weight"].to_numpy().astype(np.float32)).to(device)
         if weighted
         else None,
+        time=_long(df, ["timestamp"])[:, 0].to(device) if has_hist else None,
     )
 
 
@@ -101,6 +104,7 @@ def concat_samples(a: Samples, b: Samples) -> Samples:
     """Samples of two files (feed and search) as one set; histories index the same tables."""
     user = None if a.user is None or b.user is None else np.concatenate([a.user, b.user])
     weight = None if a.weight is None or b.weight is None else torch.cat([a.weight, b.weight])
+    time = None if a.time is None or b.time is None else torch.cat([a.time, b.time])
     return Samples(
         sparse=torch.cat([a.sparse, b.sparse]),
         dense=torch.cat([a.dense, b.dense]),
@@ -108,6 +112,7 @@ def concat_samples(a: Samples, b: Samples) -> Samples:
         hist=torch.cat([a.hist, b.hist]),
         user=user,
         weight=weight,
+        time=time,
     )
 
 
@@ -147,18 +152,20 @@ def load_histories(features: Path, spec: dict, device: torch.device) -> Historie
     zeros = pl.lit([0] * q, dtype=pl.List(pl.Int64))
     words = src.select(pl.col("word").list.head(q).list.concat(zeros).list.head(q).list.to_array(q))
     padded = words.to_series().to_numpy().astype(np.int64).reshape(len(src), q)
-    src_t = torch.cat([_long(src, ["item", "cat1"]), torch.from_numpy(padded)], dim=1)
+    src_t = torch.cat([_long(src, ["item", "cat1", "timestamp"]), torch.from_numpy(padded)], 1)
 
     def pad(t: Tensor) -> Tensor:
         return torch.cat([torch.zeros(1, t.shape[1], dtype=torch.long), t]).to(device)
 
-    rec_t = _long(rec, ["item", "cat1"])
+    rec_t = _long(rec, ["item", "cat1", "timestamp"])
+    hour_ms = 3_600_000
     return Histories(
         pad(rec_t),
         pad(src_t),
         spec["history_len"],
         spec["search_history_len"],
         tuple(spec["sequences"]),
+        torch.tensor([h * hour_ms for h in spec["age_hours"]], dtype=torch.long, device=device),
     )
 
 
@@ -171,19 +178,31 @@ def window(start: Tensor, length: Tensor, size: int) -> Tensor:
     return torch.where(k >= size - length.clamp(max=size).unsqueeze(1), idx, torch.zeros_like(idx))
 
 
+def age_buckets(age: Tensor, valid: Tensor, edges: Tensor) -> Tensor:
+    """Ages (ms) -> bucket ids 1..len(edges)+1 (bucket k: edges[k-2] < age <= edges[k-1]);
+    0 where `valid` is false (padding)."""
+    return torch.where(valid, 1 + torch.bucketize(age, edges), torch.zeros_like(age))
+
+
 def make_batch(s: Samples, h: Histories | None, idx: Tensor) -> Batch:
     """Model inputs of the samples at `idx`; sequences in the spec's order, matched by name (the
     model's EmbeddingSpec lists them in that order; see tasks.features.SEQUENCES)."""
     if h is None:  # a table without histories
         return s.sparse[idx], s.dense[idx], ()
     hs = s.hist[idx]
-    rec = h.rec[window(hs[:, 0], hs[:, 1], h.rec_len)]  # (B, L, 2)
-    src = h.src[window(hs[:, 2], hs[:, 3], h.src_len)]  # (B, S, 2 + Q)
+    if s.time is None:
+        raise ValueError("these samples have no timestamp column, needed for history ages")
+    rec_rows = window(hs[:, 0], hs[:, 1], h.rec_len)
+    src_rows = window(hs[:, 2], hs[:, 3], h.src_len)
+    rec, src = h.rec[rec_rows], h.src[src_rows]  # (B, L, 3), (B, S, 3 + Q)
+    now = s.time[idx].unsqueeze(1)
     by_name = {
         "rec_hist_item": rec[..., 0],
         "rec_hist_cat1": rec[..., 1],
+        "rec_hist_age": age_buckets(now - rec[..., 2], rec_rows > 0, h.age_edges),
         "src_hist_item": src[..., 0],
         "src_hist_cat1": src[..., 1],
-        "src_hist_word": src[..., 2:].flatten(1),
+        "src_hist_age": age_buckets(now - src[..., 2], src_rows > 0, h.age_edges),
+        "src_hist_word": src[..., 3:].flatten(1),
     }
     return s.sparse[idx], s.dense[idx], tuple(by_name[name] for name in h.order)

@@ -64,6 +64,11 @@ def test_encoded_frames_keep_rows_and_history_alignment(built):
         "src_hist_item",
         "src_hist_cat1",
         "src_hist_word",
+        "rec_hist_age",
+        "src_hist_age",
     }
+    assert spec["extra_tables"]["age"] == len(spec["age_hours"]) + 2  # + padding, + the oldest
+    for name in ("rec_history", "src_history"):  # ages are taken against these at batch time
+        assert out[name]["timestamp"].equals(split[name]["timestamp"])
     for f, size in spec["sparse"].items():
         assert out["rec_test"][f].max() < size, f

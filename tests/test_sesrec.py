@@ -4,29 +4,34 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from models.embedding import EmbeddingSpec, Sequence
 from models.multitask import MultiTaskModel
 from models.sesrec import CoAttention, SequenceEncoder
 
-L, S, Q = 6, 4, 3  # feed history, search history, query words per session
+L, S, Q, AGES = 6, 4, 3, 8  # feed history, search history, query words per session, age buckets
 SPEC = EmbeddingSpec(
     sparse=(("user_id", 30), ("item_id", 60), ("cat1", 5)),
     n_dense=1,
-    extra_tables=(("word", 40),),
+    extra_tables=(("word", 40), ("age", AGES)),
     sequences=(
         Sequence("rec_hist_item", "item_id", "item_id"),
         Sequence("rec_hist_cat1", "cat1", "cat1"),
+        Sequence("rec_hist_age", "age"),
         Sequence("src_hist_item", "item_id", "item_id"),
         Sequence("src_hist_cat1", "cat1", "cat1"),
+        Sequence("src_hist_age", "age"),
         Sequence("src_hist_word", "word"),
     ),
     dim=8,
 )
+REC_ITEM, REC_CAT, REC_AGE, SRC_ITEM, SRC_CAT, SRC_AGE, SRC_WORD = range(7)  # positions in seqs
 # every key of a params section (tasks.params.SESRecParams), as a checkpoint config carries
 BASE = {
     "search_history": True,
     "disentangle": True,
+    "time_gaps": True,
     "n_layers": 1,
     "n_heads": 2,
     "dropout": 0.0,
@@ -52,7 +57,9 @@ def inputs(b: int, gen: torch.Generator, empty: int = 0):
     rec_item[:, :2] = 0  # left padding, as tasks.tensors.window gives
     src_item[:, :1], words[:, :Q] = 0, 0
     rec_item[:empty], src_item[:empty], words[:empty] = 0, 0, 0
-    seqs = (rec_item, rec_item % 5, src_item, src_item % 5, words)
+    rec_age = torch.randint(1, AGES, (b, L), generator=gen) * (rec_item > 0)
+    src_age = torch.randint(1, AGES, (b, S), generator=gen) * ((src_item > 0) | (words > 0)[:, ::Q])
+    seqs = (rec_item, rec_item % 5, rec_age, src_item, src_item % 5, src_age, words)
     return sparse, torch.randn(b, 1, generator=gen), seqs
 
 
@@ -91,9 +98,9 @@ def test_the_no_search_ablation_ignores_search_history_and_the_full_model_reads_
     gen = torch.Generator().manual_seed(1)
     sparse, dense, seqs = inputs(8, gen)
     other = list(seqs)
-    other[2] = torch.randint(1, 60, seqs[2].shape, generator=gen)  # other searched items
-    other[3] = other[2] % 5
-    other[4] = torch.randint(1, 40, seqs[4].shape, generator=gen)  # other query words
+    other[SRC_ITEM] = torch.randint(1, 60, seqs[SRC_ITEM].shape, generator=gen)  # other items
+    other[SRC_CAT] = other[SRC_ITEM] % 5
+    other[SRC_WORD] = torch.randint(1, 40, seqs[SRC_WORD].shape, generator=gen)  # other words
     for cfg, reads in ((NOSEARCH, False), (FULL, True), (NODIS, True)):
         torch.manual_seed(0)
         model = MultiTaskModel(SPEC, "sesrec", 2, cfg).eval()
@@ -133,20 +140,46 @@ def test_sesrec_learns_a_planted_search_interest_that_the_ablation_cannot_see():
     must learn it, the no-search ablation cannot beat chance by much."""
     gen = torch.Generator().manual_seed(3)
     sparse, dense, seqs = inputs(1024, gen)
-    searched = (seqs[3] == sparse[:, 2:3]) & (seqs[2] > 0)
+    searched = (seqs[SRC_CAT] == sparse[:, 2:3]) & (seqs[SRC_ITEM] > 0)
     y = searched.any(1).float().unsqueeze(1)
-    final = {}
-    for name, cfg in (("full", FULL), ("nosearch", NOSEARCH)):
-        torch.manual_seed(0)
-        model = MultiTaskModel(SPEC, "sesrec", 1, cfg)
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        for _ in range(120):
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                model(sparse, dense, seqs), y
-            )
-            aux = model.auxiliary_loss()
-            opt.zero_grad()
-            (loss if aux is None else loss + aux).backward()
-            opt.step()
-        final[name] = loss.item()
+    final = {
+        name: fitted(cfg, (sparse, dense, seqs), y).final_loss
+        for name, cfg in (("full", FULL), ("nosearch", NOSEARCH))
+    }
     assert final["full"] < 0.5 * final["nosearch"], final
+
+
+def test_time_gaps_let_sesrec_tell_a_recent_search_from_an_old_one():
+    """Label = 1 where the target's category was searched *recently* (age bucket <= 3), as the
+    generator plants it: with time gaps the model learns it (held-out loss), with order alone it
+    cannot."""
+    gen = torch.Generator().manual_seed(4)
+    train, test = inputs(1024, gen), inputs(1024, gen)
+
+    def label(sparse, dense, seqs):
+        recent = (seqs[SRC_CAT] == sparse[:, 2:3]) & (seqs[SRC_ITEM] > 0) & (seqs[SRC_AGE] <= 3)
+        return recent.any(1).float().unsqueeze(1)
+
+    held_out = {}
+    for name, cfg in (("time", FULL), ("order", {**FULL, "time_gaps": False})):
+        model = fitted(cfg, train, label(*train))
+        with torch.no_grad():
+            logits = model.eval()(*test)
+        held_out[name] = F.binary_cross_entropy_with_logits(logits, label(*test)).item()
+    assert held_out["time"] < 0.6 * held_out["order"], held_out
+
+
+def fitted(cfg: dict, batch: tuple, y: torch.Tensor, steps: int = 120) -> MultiTaskModel:
+    """A one-task model after `steps` full-batch Adam steps on (batch, y); its last loss in
+    `.final_loss`."""
+    torch.manual_seed(0)
+    model = MultiTaskModel(SPEC, "sesrec", 1, cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        loss = F.binary_cross_entropy_with_logits(model(*batch), y)
+        aux = model.auxiliary_loss()
+        opt.zero_grad()
+        (loss if aux is None else loss + aux).backward()
+        opt.step()
+    model.final_loss = loss.item()
+    return model

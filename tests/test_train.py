@@ -220,3 +220,39 @@ def test_history_sequences_reach_the_model_by_name_in_any_spec_order(features, o
         (i, c) for i, c in zip(items.flatten().tolist(), cats.flatten().tolist(), strict=True) if i
     ]
     assert pairs and all(cat_of[i] == c for i, c in pairs)
+
+
+def test_history_ages_are_bucketed_against_each_samples_own_time(features):
+    """src_hist_age/rec_hist_age: each step's age at the sample's timestamp, as spec buckets."""
+    from tasks.tensors import age_buckets
+
+    d, spec = features
+    cpu = torch.device("cpu")
+    s = load_samples(d, "rec_test", spec, TASKS, cpu)
+    hist = load_histories(d, spec, cpu)
+    idx = torch.nonzero(s.hist[:, 3] > 0).squeeze(1)[:300]
+    _, _, seqs = make_batch(s, hist, idx)
+    by_name = dict(zip(hist.order, seqs, strict=True))
+    edges = np.array(spec["age_hours"]) * 3_600_000
+    for kind, col, size in (
+        ("src", 2, spec["search_history_len"]),
+        ("rec", 0, spec["history_len"]),
+    ):
+        times = pl.read_parquet(d / f"{kind}_history.parquet")["timestamp"].to_numpy()
+        ages = by_name[f"{kind}_hist_age"].numpy()
+        for row, k in enumerate(idx.tolist()):
+            start, n = int(s.hist[k, col]), int(s.hist[k, col + 1])
+            events = times[start + max(0, n - size) : start + n]
+            age = int(s.time[k]) - events
+            assert (age > 0).all()  # a sample sees only strictly earlier events
+            want = 1 + np.searchsorted(edges, age, side="left")
+            assert ages[row, size - len(events) :].tolist() == want.tolist()
+            assert (ages[row, : size - len(events)] == 0).all()  # padding
+    hour = 3_600_000
+    got = age_buckets(
+        torch.tensor([1, 48 * hour, 48 * hour + 1, 10**12, 5]),
+        torch.tensor([True, True, True, True, False]),
+        torch.tensor([h * hour for h in spec["age_hours"]]),
+    )
+    at_48 = 1 + spec["age_hours"].index(48)
+    assert got.tolist() == [1, at_48, at_48 + 1, len(spec["age_hours"]) + 1, 0]
