@@ -8,7 +8,9 @@ category (`generate.search_effect`). For every seed, and with that effect on (th
 and off (0), the flow generates a dataset and runs the real pipeline on it (flows.pipeline as a
 subflow: dvc repro of every stage in a throw-away copy of the project), then compares:
 - SESRec against its no-search ablation on feed NDCG@10 (the ranking evaluation): with the
-  effect on the gain should exceed the seed-to-seed spread; with it off it should vanish;
+  effect on the gain should exceed the seed-to-seed spread; with it off it should vanish; the
+  same on the `searched` slice (clicks on a category the user searched in the last
+  evaluate.searched_hours), where the planted effect lives;
 - the joint model (ple_joint) against the per-scenario models (ple on the feed, ple_search on
   search) on both scenarios.
 Writes results.json (every run's metrics) and table.md under `--out`.
@@ -35,7 +37,11 @@ SEARCH_AWARE = ["sesrec", "sesrec_nosearch"]  # sesrec_nodis is in the default r
 SCENARIO = ["ple", "ple_search", "ple_joint"]
 # (model, task, metric) rows of the table
 ROWS = [
-    *[(m, "click", k) for m in SEARCH_AWARE for k in ("ndcg@10", "hr@10", "mrr", "auc")],
+    *[
+        (m, "click", k)
+        for m in SEARCH_AWARE
+        for k in ("ndcg@10", "hr@10", "mrr", "auc", "searched_ndcg@10", "searched_hr@10")
+    ],
     *[(m, "click", k) for m in ("ple", "ple_joint") for k in ("ndcg@10", "auc")],
     *[(m, t, "auc") for m in ("ple", "ple_joint") for t in ("like", "long_view")],
     *[(m, "search_click", "auc") for m in ("ple_search", "ple_joint")],
@@ -79,9 +85,33 @@ def _values(runs: list[dict[str, Any]], effect_on: bool, model: str, task_: str,
         [
             r["metrics"][model][task_][k]
             for r in sorted(runs, key=lambda r: r["seed"])
-            if (r["search_effect"] > 0) == effect_on and model in r["metrics"]
+            if (r["search_effect"] > 0) == effect_on
+            and k in r["metrics"].get(model, {}).get(task_, {})
         ]
     )
+
+
+def _has(runs: list[dict[str, Any]], k: str) -> bool:
+    return all(k in r["metrics"]["sesrec"]["click"] for r in runs)
+
+
+def _gain(runs: list[dict[str, Any]], effect_on: bool, k: str) -> dict[str, Any]:
+    """SESRec minus its no-search ablation on feed click metric `k`, per seed, against the
+    seed-to-seed spread."""
+    full = _values(runs, effect_on, "sesrec", "click", k)
+    ablation = _values(runs, effect_on, "sesrec_nosearch", "click", k)
+    gain = full - ablation  # paired: the same dataset and candidates
+    spread = max(_std(full), _std(ablation))
+    return {
+        "metric": k,
+        "gain": gain.round(5).tolist(),
+        "mean_gain": float(gain.mean()),
+        "gain_std": _std(gain),
+        "seed_spread": spread,
+        "gain_exceeds_spread": bool(gain.mean() > spread),
+        "gain_within_noise": len(gain) > 1
+        and bool(abs(gain.mean()) <= max(spread, 2 * _std(gain))),
+    }
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -98,19 +128,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                     "std": _std(v),
                     "values": v.round(5).tolist(),
                 }
-        full = _values(runs, on, "sesrec", "click", "ndcg@10")
-        ablation = _values(runs, on, "sesrec_nosearch", "click", "ndcg@10")
-        gain = full - ablation  # paired: the same dataset and candidates
-        spread = max(_std(full), _std(ablation))
-        out["checks"][side] = {
-            "gain_ndcg10": gain.round(5).tolist(),
-            "mean_gain": float(gain.mean()),
-            "gain_std": _std(gain),
-            "seed_spread": spread,
-            "gain_exceeds_spread": bool(gain.mean() > spread),
-            "gain_within_noise": len(gain) > 1
-            and bool(abs(gain.mean()) <= max(spread, 2 * _std(gain))),
-        }
+        out["checks"][side] = _gain(runs, on, "ndcg@10")
+        if _has(runs, "searched_ndcg@10"):  # results from before the slice existed lack it
+            out["checks"][side]["searched"] = _gain(runs, on, "searched_ndcg@10")
     joint: dict[str, Any] = {}
     for t, k, separate in (
         ("click", "auc", "ple"),
@@ -140,6 +160,8 @@ def table(summary: dict[str, Any], seeds: list[int]) -> str:
         "|---|---|---|---:|---:|",
     ]
     for m, t, k in ROWS:
+        if not any(f"{m}/{t}/{k}" in st[side] for side in ("effect_on", "effect_off")):
+            continue
         cells = []
         for side in ("effect_on", "effect_off"):
             s = st[side].get(f"{m}/{t}/{k}")
@@ -152,14 +174,16 @@ def table(summary: dict[str, Any], seeds: list[int]) -> str:
         "",
     ]
     for side, want in (("effect_on", "gain_exceeds_spread"), ("effect_off", "gain_within_noise")):
-        c = ch[side]
-        text.append(
-            f"- {side.replace('_', ' ')}: SESRec minus no-search ablation, feed NDCG@10 per seed "
-            f"{c['gain_ndcg10']}, mean {c['mean_gain']:+.4f} (paired std {c['gain_std']:.4f}); "
-            f"seed-to-seed spread {c['seed_spread']:.4f}; "
-            f"{'exceeds the spread' if want == 'gain_exceeds_spread' else 'within noise'}: "
-            f"{'yes' if c[want] else 'no'}"
-        )
+        for c in (ch[side], ch[side].get("searched")):
+            if c is None:
+                continue
+            text.append(
+                f"- {side.replace('_', ' ')}: SESRec minus no-search ablation, feed {c['metric']} "
+                f"per seed {c['gain']}, mean {c['mean_gain']:+.4f} (paired std "
+                f"{c['gain_std']:.4f}); seed-to-seed spread {c['seed_spread']:.4f}; "
+                f"{'exceeds the spread' if want == 'gain_exceeds_spread' else 'within noise'}: "
+                f"{'yes' if c[want] else 'no'}"
+            )
     for key, c in ch["joint"].items():
         text.append(
             f"- joint vs {c['against']} on {key}: per seed {c['diff']}, mean {c['mean_diff']:+.4f}, "

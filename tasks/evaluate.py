@@ -56,7 +56,8 @@ def gate_use(
 def feed_ranking(
     model: MultiTaskModel, feats: Path, test: Samples, hist: Histories | None, task: int, e: Any
 ) -> dict[str, float]:
-    """HR/NDCG/MRR of the test clicks against sampled negatives (tasks.ranking)."""
+    """HR/NDCG/MRR of the test clicks against sampled negatives (tasks.ranking), overall and
+    (searched_*) on the clicks on a category searched in the last `e.searched_hours`."""
     import polars as pl
 
     from tasks import ranking
@@ -66,8 +67,20 @@ def feed_ranking(
     c = ranking.draw(
         frames["train"], frames["test"], served, e.ranking_negatives, e.ranking_positives, e.seed
     )
-    cols = [list(read_spec(feats)["sparse"]).index(k) for k in ranking.ITEM_COLUMNS]
-    return ranking.ranking_metrics(ranking.scores(model, test, hist, c, cols, task))
+    fields = list(read_spec(feats)["sparse"])
+    cols = [fields.index(k) for k in ranking.ITEM_COLUMNS]
+    s = ranking.scores(model, test, hist, c, cols, task)
+    out = ranking.ranking_metrics(s)
+    if e.searched_hours > 0 and hist is not None:
+        searched = ranking.recently_searched(
+            test, hist, c.rows, fields.index("cat1"), e.searched_hours
+        )
+        out |= ranking.sliced_metrics(s, searched, "searched")
+    return out
+
+
+def _count(metric: str) -> bool:
+    return metric == "n" or metric.endswith("positives")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     write_json_atomic(out / "evaluation.json", details)
     for t, m in metrics.items():
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("n", "positives"))
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if not _count(k))
         print(f"evaluate@{args.model}: {t:10s} {shown}")
 
 

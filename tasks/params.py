@@ -275,6 +275,8 @@ class EvaluateParams(_Strict):
     # ranking (KuaiSAR feed clicks): each sampled test click against popularity-drawn negatives
     ranking_negatives: int = Field(99, ge=1, le=10_000)
     ranking_positives: int = Field(2000, ge=0)  # 0 turns the ranking evaluation off
+    # also rank the slice of clicks whose category the user searched in these hours (0: off)
+    searched_hours: float = Field(48, ge=0)
     seed: int = 0
 
 

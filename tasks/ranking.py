@@ -4,7 +4,9 @@ Each test feed click (up to `positives` of them, a seeded sample) is ranked agai
 items drawn in proportion to their train popularity, never an item the user was served in any
 part of the log. A candidate is the positive's own row with the item's fields swapped in (the
 user, their features and histories stay), so every model scores exactly the same candidates:
-the draw depends on the data and the seed only. Reports HR@1/5/10, NDCG@5/10 and MRR.
+the draw depends on the data and the seed only. Reports HR@1/5/10, NDCG@5/10 and MRR, and the
+same (searched_*) on the slice of clicks whose category the user had searched shortly before:
+where search-aware models should differ from feed-only ones.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from tasks.tensors import Histories, Samples, make_batch
+from tasks.tensors import Histories, Samples, make_batch, window
 
 ITEM_COLUMNS = ("item_id", "author_id", "cat1", "cat2", "item_type", "upload_type")
 KS = (1, 5, 10)
@@ -131,4 +133,29 @@ def ranking_metrics(s: np.ndarray) -> dict[str, float]:
     for k in (5, 10):
         out[f"ndcg@{k}"] = float(np.where(rank <= k, 1 / np.log2(rank + 1), 0.0).mean())
     out["mrr"] = float((1 / rank).mean())
+    return out
+
+
+def recently_searched(
+    test: Samples, hist: Histories, rows: np.ndarray, cat_col: int, hours: float
+) -> np.ndarray:
+    """(P,) bool: whether a search session the model sees for test row `rows[p]` (its window of
+    the last search_history_len sessions) happened within `hours` before the sample and led to
+    an item of the sample's first-level category."""
+    if test.time is None:
+        raise ValueError("these samples have no timestamp column: cannot tell recent searches")
+    idx = torch.from_numpy(rows).to(test.sparse.device)
+    hs = test.hist[idx]
+    steps = window(hs[:, 2], hs[:, 3], hist.src_len)
+    cat, when = hist.src[steps][..., 1], hist.src[steps][..., 2]
+    recent = (test.time[idx].unsqueeze(1) - when) <= hours * 3_600_000
+    same = (cat == test.sparse[idx, cat_col].unsqueeze(1)) & (cat > 0)
+    return ((steps > 0) & recent & same).any(1).cpu().numpy()
+
+
+def sliced_metrics(s: np.ndarray, in_slice: np.ndarray, name: str) -> dict[str, float]:
+    """ranking_metrics of the rows in the slice, keys prefixed `name_`, and its size."""
+    out: dict[str, float] = {f"{name}_positives": int(in_slice.sum())}
+    if in_slice.any():
+        out |= {f"{name}_{k}": v for k, v in ranking_metrics(s[in_slice]).items()}
     return out

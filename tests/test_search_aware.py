@@ -8,18 +8,21 @@ from flows.project import ROOT
 from flows.search_aware import SCENARIO, SEARCH_AWARE, cell_params, summarise, table
 
 
-def metrics(ndcg: float, auc: float = 0.7, search: float = 0.6) -> dict:
+def metrics(ndcg: float, auc: float = 0.7, search: float = 0.6, searched: float = 0.0) -> dict:
     feed = {t: {"auc": auc} for t in ("click", "like", "long_view")}
     feed["click"] |= {"ndcg@10": ndcg, "hr@10": 2 * ndcg, "mrr": ndcg}
+    feed["click"] |= {"searched_ndcg@10": ndcg + searched, "searched_hr@10": 2 * ndcg}
     return feed | {"search_click": {"auc": search}}
 
 
-def runs(gain_on: float, gain_off: float, joint_diff: float) -> list[dict]:
+def runs(gain_on: float, gain_off: float, joint_diff: float, slice_on: float = 0.0) -> list[dict]:
+    """Per seed and effect, metrics where SESRec beats the ablation by `gain_*` overall and, with
+    the effect on, by `slice_on` more on the searched slice."""
     out = []
     for seed, base in ((1, 0.30), (2, 0.31), (3, 0.32)):
         for effect, gain in ((1.5, gain_on), (0.0, gain_off)):
             m = {
-                "sesrec": metrics(base + gain),
+                "sesrec": metrics(base + gain, searched=slice_on if effect else 0.0),
                 "sesrec_nosearch": metrics(base),
                 "sesrec_nodis": metrics(base + gain / 2),
             }
@@ -41,6 +44,22 @@ def test_a_gain_larger_than_the_seed_spread_passes_and_one_inside_it_does_not():
     assert off["gain_within_noise"] and not on["gain_within_noise"]
     small = summarise(runs(gain_on=0.005, gain_off=0.0, joint_diff=0.0))["checks"]["effect_on"]
     assert not small["gain_exceeds_spread"]
+
+
+def test_the_searched_slice_is_checked_on_its_own_and_old_results_without_it_still_summarise():
+    s = summarise(runs(gain_on=0.005, gain_off=0.0, joint_diff=0.0, slice_on=0.05))["checks"]
+    assert not s["effect_on"]["gain_exceeds_spread"]  # overall: inside the spread
+    sliced = s["effect_on"]["searched"]
+    assert sliced["metric"] == "searched_ndcg@10" and sliced["gain_exceeds_spread"]
+    assert s["effect_off"]["searched"]["gain_within_noise"]
+    old = runs(0.05, 0.0, 0.0)
+    for r in old:
+        for m in r["metrics"].values():
+            for k in ("searched_ndcg@10", "searched_hr@10"):
+                m["click"].pop(k)
+    summary = summarise(old)
+    assert "searched" not in summary["checks"]["effect_on"]
+    assert "searched_ndcg@10" not in table(summary, [1, 2, 3])
 
 
 def test_the_joint_model_is_compared_on_each_scenario_against_its_own_baseline():

@@ -256,3 +256,33 @@ def test_history_ages_are_bucketed_against_each_samples_own_time(features):
     )
     at_48 = 1 + spec["age_hours"].index(48)
     assert got.tolist() == [1, at_48, at_48 + 1, len(spec["age_hours"]) + 1, 0]
+
+
+def test_the_searched_slice_is_the_clicks_on_a_category_searched_shortly_before(features):
+    from tasks.ranking import recently_searched, sliced_metrics
+
+    d, spec = features
+    cpu = torch.device("cpu")
+    s = load_samples(d, "rec_test", spec, TASKS, cpu)
+    hist = load_histories(d, spec, cpu)
+    rows = np.arange(0, len(s), 7)
+    cat_col = list(spec["sparse"]).index("cat1")
+    got = recently_searched(s, hist, rows, cat_col, 48)
+    sessions = pl.read_parquet(d / "src_history.parquet")
+    cats, times = sessions["cat1"].to_numpy(), sessions["timestamp"].to_numpy()
+    size = spec["search_history_len"]
+    want = []
+    for r in rows:
+        start, n = int(s.hist[r, 2]), int(s.hist[r, 3])
+        seen = slice(start + max(0, n - size), start + n)
+        age = int(s.time[r]) - times[seen]
+        hit = (cats[seen] == int(s.sparse[r, cat_col])) & (cats[seen] > 0) & (age <= 48 * 3600e3)
+        want.append(bool(hit.any()))
+    assert got.tolist() == want
+    assert 0 < got.sum() < len(got)
+    assert recently_searched(s, hist, rows, cat_col, 24 * 365).sum() > got.sum()
+    scores = np.random.default_rng(0).random((len(rows), 100))
+    scores[got, 0] = 2.0  # every searched positive first: the slice's HR@1 is 1
+    m = sliced_metrics(scores, got, "searched")
+    assert m["searched_positives"] == got.sum() and m["searched_hr@1"] == 1.0
+    assert sliced_metrics(scores, np.zeros(len(rows), bool), "x") == {"x_positives": 0}
