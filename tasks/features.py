@@ -35,6 +35,7 @@ SEQUENCES = {
     "src_hist_word": ("word", None),
     "rec_hist_age": ("age", None),
     "src_hist_age": ("age", None),
+    "query_word": ("word", "cat1"),  # a search sample's own query (empty for feed samples)
 }
 # a history event's age at the sample's time, in buckets with these upper edges (hours; the
 # last bucket is everything older); 0 is padding. tasks.tensors.make_batch computes them.

@@ -46,6 +46,7 @@ class Samples:
     user: np.ndarray | None  # (N,) raw user ids, for GAUC (None: a table without users)
     weight: Tensor | None = None  # (N,) sample weights of a weighted table
     time: Tensor | None = None  # (N,) long: the sample's timestamp (ms), for history ages
+    query: Tensor | None = None  # (N, Q) long: a search sample's query words (None: feed)
 
     def __len__(self) -> int:
         return self.sparse.shape[0]
@@ -63,6 +64,19 @@ class Histories:
 
 def _long(df: pl.DataFrame, cols: list[str]) -> Tensor:
     return torch.from_numpy(df.select(cols).to_numpy().astype(np.int64))
+
+
+def _padded(lists: pl.Series, q: int) -> Tensor:
+    """A list column of ids -> (N, q) long: each list cut or zero-padded to q."""
+    zeros = pl.lit([0] * q, dtype=pl.List(pl.Int64))
+    x = pl.col("x").cast(pl.List(pl.Int64)).list.head(q).list.concat(zeros).list.head(q)
+    arr = lists.to_frame("x").select(x.list.to_array(q)).to_series().to_numpy()
+    return torch.from_numpy(arr.astype(np.int64).reshape(len(lists), q))
+
+
+def _no_query(n: int, q: int, device: torch.device) -> Tensor:
+    """The query words of `n` feed samples: none."""
+    return torch.zeros(n, q, dtype=torch.long, device=device)
 
 
 def load_samples(
@@ -97,6 +111,9 @@ def load_samples(
         if weighted
         else None,
         time=_long(df, ["timestamp"])[:, 0].to(device) if has_hist else None,
+        query=_padded(df["keyword"], int(spec["max_query_words"])).to(device)
+        if "keyword" in df.columns
+        else None,
     )
 
 
@@ -105,6 +122,15 @@ def concat_samples(a: Samples, b: Samples) -> Samples:
     user = None if a.user is None or b.user is None else np.concatenate([a.user, b.user])
     weight = None if a.weight is None or b.weight is None else torch.cat([a.weight, b.weight])
     time = None if a.time is None or b.time is None else torch.cat([a.time, b.time])
+    query = None
+    if a.query is not None or b.query is not None:  # feed rows: no query words
+        q = (a.query if a.query is not None else b.query).shape[1]
+        query = torch.cat(
+            [
+                x.query if x.query is not None else _no_query(len(x), q, x.sparse.device)
+                for x in (a, b)
+            ]
+        )
     return Samples(
         sparse=torch.cat([a.sparse, b.sparse]),
         dense=torch.cat([a.dense, b.dense]),
@@ -113,6 +139,7 @@ def concat_samples(a: Samples, b: Samples) -> Samples:
         user=user,
         weight=weight,
         time=time,
+        query=query,
     )
 
 
@@ -148,11 +175,8 @@ def load_histories(features: Path, spec: dict, device: torch.device) -> Historie
         return None
     rec = pl.read_parquet(features / "rec_history.parquet")
     src = pl.read_parquet(features / "src_history.parquet")
-    q = int(spec["max_query_words"])
-    zeros = pl.lit([0] * q, dtype=pl.List(pl.Int64))
-    words = src.select(pl.col("word").list.head(q).list.concat(zeros).list.head(q).list.to_array(q))
-    padded = words.to_series().to_numpy().astype(np.int64).reshape(len(src), q)
-    src_t = torch.cat([_long(src, ["item", "cat1", "timestamp"]), torch.from_numpy(padded)], 1)
+    words = _padded(src["word"], int(spec["max_query_words"]))
+    src_t = torch.cat([_long(src, ["item", "cat1", "timestamp"]), words], 1)
 
     def pad(t: Tensor) -> Tensor:
         return torch.cat([torch.zeros(1, t.shape[1], dtype=torch.long), t]).to(device)
@@ -196,7 +220,12 @@ def make_batch(s: Samples, h: Histories | None, idx: Tensor) -> Batch:
     src_rows = window(hs[:, 2], hs[:, 3], h.src_len)
     rec, src = h.rec[rec_rows], h.src[src_rows]  # (B, L, 3), (B, S, 3 + Q)
     now = s.time[idx].unsqueeze(1)
+    if s.query is not None:
+        query = s.query[idx]
+    else:
+        query = _no_query(len(idx), h.src.shape[1] - 3, idx.device)
     by_name = {
+        "query_word": query,
         "rec_hist_item": rec[..., 0],
         "rec_hist_cat1": rec[..., 1],
         "rec_hist_age": age_buckets(now - rec[..., 2], rec_rows > 0, h.age_edges),

@@ -66,6 +66,7 @@ def test_encoded_frames_keep_rows_and_history_alignment(built):
         "src_hist_word",
         "rec_hist_age",
         "src_hist_age",
+        "query_word",
     }
     assert spec["extra_tables"]["age"] == len(spec["age_hours"]) + 2  # + padding, + the oldest
     for name in ("rec_history", "src_history"):  # ages are taken against these at batch time

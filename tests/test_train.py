@@ -286,3 +286,23 @@ def test_the_searched_slice_is_the_clicks_on_a_category_searched_shortly_before(
     m = sliced_metrics(scores, got, "searched")
     assert m["searched_positives"] == got.sum() and m["searched_hr@1"] == 1.0
     assert sliced_metrics(scores, np.zeros(len(rows), bool), "x") == {"x_positives": 0}
+
+
+def test_search_samples_carry_their_own_query_and_feed_samples_none(features):
+    from tasks.tensors import scenario_samples
+
+    d, spec = features
+    cpu = torch.device("cpu")
+    tasks = ["click", "search_click"]
+    joint = scenario_samples(d, "test", spec, "joint", tasks, cpu)
+    hist = load_histories(d, spec, cpu)
+    n_feed = len(pl.read_parquet(d / "rec_test.parquet", columns=["click"]))
+    keywords = pl.read_parquet(d / "src_test.parquet", columns=["keyword"])["keyword"].to_list()
+    rows = torch.tensor([0, 5, n_feed - 1, n_feed, n_feed + 3, len(joint) - 1])
+    _, _, seqs = make_batch(joint, hist, rows)
+    query = dict(zip(hist.order, seqs, strict=True))["query_word"]
+    assert query.shape == (len(rows), spec["max_query_words"])
+    assert (query[:3] == 0).all()  # feed rows: no query
+    for got, r in zip(query[3:].tolist(), rows[3:].tolist(), strict=True):
+        words = keywords[r - n_feed]
+        assert got == words + [0] * (len(got) - len(words)) and any(got)
