@@ -1,6 +1,7 @@
 """Planted-truth experiment for search-aware recommendation, as one Prefect flow.
 
-    python -m flows.search_aware [--seeds 1 2 3] [--epochs 6] [--effect E] [--out reports/search_aware]
+    python -m flows.search_aware [--seeds 1 2 3] [--epochs 6] [--effect E] [--positives 10000]
+                                 [--out reports/search_aware]
     make search-aware
 
 The built-in generator plants how much a user's searches raise later feed clicks in the searched
@@ -13,7 +14,10 @@ subflow: dvc repro of every stage in a throw-away copy of the project), then com
   evaluate.searched_hours), where the planted effect lives;
 - the joint model (ple_joint) against the per-scenario models (ple on the feed, ple_search on
   search) on both scenarios.
-Writes results.json (every run's metrics) and table.md under `--out`.
+Each cell ranks `--positives` test clicks (params: evaluate.ranking_positives, 2,000 by default;
+more here, because the searched slice is a fraction of them and its sampling noise would
+otherwise swamp the seed-to-seed comparison). Writes results.json (every run's metrics) and
+table.md under `--out`.
 """
 
 from __future__ import annotations
@@ -48,23 +52,27 @@ ROWS = [
 ]
 
 
-def cell_params(seed: int, effect: float, epochs: int, models: list[str]) -> dict[str, Any]:
-    """The project's params with this cell's data seed, search effect, epochs and models."""
+def cell_params(
+    seed: int, effect: float, epochs: int, models: list[str], positives: int
+) -> dict[str, Any]:
+    """The project's params with this cell's data seed, search effect, epochs, models and
+    number of ranked test clicks."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["generate"] |= {"seed": seed, "search_effect": effect}
     params["train"] |= {"seed": seed, "epochs": epochs, "models": models}
+    params["evaluate"] |= {"ranking_positives": positives}
     params["paths"] = {**params["paths"], "raw": "data/raw", "source": "data/raw"}
     params["source"] = {"kind": "kuaisar"}
     return params
 
 
 @task(task_run_name="seed={seed} search_effect={effect}")
-def one_cell(seed: int, effect: float, epochs: int, work: str) -> dict[str, Any]:
+def one_cell(seed: int, effect: float, epochs: int, positives: int, work: str) -> dict[str, Any]:
     """Generate, validate, split, featurise, train and evaluate one dataset through DVC."""
     models = SEARCH_AWARE + (SCENARIO if effect > 0 else [])
     d = Path(work) / f"seed{seed}-effect{effect:g}"
     shutil.rmtree(d, ignore_errors=True)
-    copy_project(d, cell_params(seed, effect, epochs, models))
+    copy_project(d, cell_params(seed, effect, epochs, models, positives))
     try:
         pipeline.with_options(name=f"sarflow-pipeline seed={seed} effect={effect:g}")(str(d))
         metrics = {
@@ -200,6 +208,7 @@ def search_aware(
     out: str = "reports/search_aware",
     work: str | None = None,
     effect: float | None = None,
+    positives: int = 10_000,
 ) -> dict[str, Any]:
     """`effect`: the 'on' setting of generate.search_effect (default: params.yaml's)."""
     with_python_on_path()
@@ -211,15 +220,23 @@ def search_aware(
     if effect <= 0:
         raise ValueError(f"the search effect's 'on' setting must be > 0, got {effect}")
     work_dir = Path(work or tempfile.mkdtemp(prefix="sarflow-search-aware-"))
-    runs = [one_cell(s, e, epochs, str(work_dir)) for s in seeds for e in (effect, 0.0)]
+    runs = [one_cell(s, e, epochs, positives, str(work_dir)) for s in seeds for e in (effect, 0.0)]
     summary = summarise(runs)
     folder = Path(out)
     write_json_atomic(
         folder / "results.json",
-        {"seeds": seeds, "epochs": epochs, "effect": effect, "summary": summary, "runs": runs},
+        {
+            "seeds": seeds,
+            "epochs": epochs,
+            "effect": effect,
+            "positives": positives,
+            "summary": summary,
+            "runs": runs,
+        },
     )
-    text = f"search_effect {effect:g} (on) and 0 (off), {epochs} epochs at most.\n" + table(
-        summary, seeds
+    text = (
+        f"search_effect {effect:g} (on) and 0 (off), {epochs} epochs at most, {positives:,} "
+        "ranked test clicks per dataset.\n" + table(summary, seeds)
     )
     write_text_atomic(folder / "table.md", "# Search-aware planted-truth experiment\n\n" + text)
     print(text)
@@ -233,8 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="reports/search_aware")
     ap.add_argument("--work", default=None, help="where the per-cell projects go (a temp dir)")
     ap.add_argument("--effect", type=float, default=None, help="search_effect when on (params)")
+    ap.add_argument("--positives", type=int, default=10_000, help="ranked test clicks per cell")
     args = ap.parse_args(argv)
-    search_aware(args.seeds, args.epochs, args.out, args.work, args.effect)
+    search_aware(args.seeds, args.epochs, args.out, args.work, args.effect, args.positives)
     print(json.dumps({"out": args.out}))
 
 

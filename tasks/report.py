@@ -23,6 +23,8 @@ METRICS = (
     "ndcg@5",
     "ndcg@10",
     "mrr",
+    "searched_hr@10",  # the clicks on a category searched just before (tasks.ranking)
+    "searched_ndcg@10",
 )
 LOWER_IS_BETTER = {"logloss", "mse"}
 

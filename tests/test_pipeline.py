@@ -125,9 +125,13 @@ def test_sesrec_and_its_ablations_are_trained_ranked_and_reported(project):
         metrics = json.loads((d / "artifacts" / m / "metrics.json").read_text())
         assert {"auc", "gauc", "hr@10", "ndcg@10", "mrr"} <= set(metrics["click"]), m
         assert 0 < metrics["click"]["ndcg@10"] <= metrics["click"]["hr@10"] <= 1
+        c = metrics["click"]
+        assert 0 < c["searched_positives"] < c["positives"]  # a slice of the ranked clicks
+        assert 0 <= c["searched_ndcg@10"] <= c["searched_hr@10"] <= 1
         details = json.loads((d / "artifacts" / m / "evaluation.json").read_text())
         assert details["kind"] == "sesrec" and details["gates"] == []
         assert m in table
+    assert "| click | searched_ndcg@10 |" in table
     heads = {
         m: json.loads((d / "artifacts" / m / "evaluation.json").read_text())["head"]
         for m in ("sesrec", "sesrec_nosearch", "sesrec_nodis")

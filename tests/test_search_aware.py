@@ -74,7 +74,8 @@ def test_the_joint_model_is_compared_on_each_scenario_against_its_own_baseline()
 
 def test_cells_run_the_project_params_with_only_seed_effect_epochs_and_models_changed():
     project = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p = cell_params(4, 0.0, 3, SEARCH_AWARE + SCENARIO)
+    p = cell_params(4, 0.0, 3, SEARCH_AWARE + SCENARIO, 5000)
     assert p["generate"] == project["generate"] | {"seed": 4, "search_effect": 0.0}
     assert p["train"]["seed"] == 4 and p["train"]["epochs"] == 3
     assert p["models"] == project["models"] and p["source"] == {"kind": "kuaisar"}
+    assert p["evaluate"] == project["evaluate"] | {"ranking_positives": 5000}
