@@ -18,7 +18,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from tasks.tensors import Histories, Samples, make_batch, window
+from tasks.tensors import HOUR_MS, Histories, Samples, make_batch, window
 
 ITEM_COLUMNS = ("item_id", "author_id", "cat1", "cat2", "item_type", "upload_type")
 KS = (1, 5, 10)
@@ -148,7 +148,7 @@ def recently_searched(
     hs = test.hist[idx]
     steps = window(hs[:, 2], hs[:, 3], hist.src_len)
     cat, when = hist.src[steps][..., 1], hist.src[steps][..., 2]
-    recent = (test.time[idx].unsqueeze(1) - when) <= hours * 3_600_000
+    recent = (test.time[idx].unsqueeze(1) - when) <= hours * HOUR_MS
     same = (cat == test.sparse[idx, cat_col].unsqueeze(1)) & (cat > 0)
     return ((steps > 0) & recent & same).any(1).cpu().numpy()
 

@@ -18,6 +18,8 @@ from models.embedding import EmbeddingSpec, Sequence
 from tasks.params import SEARCH_TASK
 
 Batch = tuple[Tensor, Tensor, tuple[Tensor, ...]]  # sparse (B,F), dense (B,Dn), sequences
+HOUR_MS = 3_600_000  # timestamps are Unix milliseconds
+SRC_FIRST_WORD = 3  # Histories.src columns: item, cat1, timestamp, then the query words
 
 
 def read_spec(features: Path) -> dict:
@@ -182,14 +184,13 @@ def load_histories(features: Path, spec: dict, device: torch.device) -> Historie
         return torch.cat([torch.zeros(1, t.shape[1], dtype=torch.long), t]).to(device)
 
     rec_t = _long(rec, ["item", "cat1", "timestamp"])
-    hour_ms = 3_600_000
     return Histories(
         pad(rec_t),
         pad(src_t),
         spec["history_len"],
         spec["search_history_len"],
         tuple(spec["sequences"]),
-        torch.tensor([h * hour_ms for h in spec["age_hours"]], dtype=torch.long, device=device),
+        torch.tensor([h * HOUR_MS for h in spec["age_hours"]], dtype=torch.long, device=device),
     )
 
 
@@ -218,12 +219,12 @@ def make_batch(s: Samples, h: Histories | None, idx: Tensor) -> Batch:
         raise ValueError("these samples have no timestamp column, needed for history ages")
     rec_rows = window(hs[:, 0], hs[:, 1], h.rec_len)
     src_rows = window(hs[:, 2], hs[:, 3], h.src_len)
-    rec, src = h.rec[rec_rows], h.src[src_rows]  # (B, L, 3), (B, S, 3 + Q)
+    rec, src = h.rec[rec_rows], h.src[src_rows]  # (B, L, 3), (B, S, SRC_FIRST_WORD + Q)
     now = s.time[idx].unsqueeze(1)
     if s.query is not None:
         query = s.query[idx]
     else:
-        query = _no_query(len(idx), h.src.shape[1] - 3, idx.device)
+        query = _no_query(len(idx), h.src.shape[1] - SRC_FIRST_WORD, idx.device)
     by_name = {
         "query_word": query,
         "rec_hist_item": rec[..., 0],
@@ -232,6 +233,6 @@ def make_batch(s: Samples, h: Histories | None, idx: Tensor) -> Batch:
         "src_hist_item": src[..., 0],
         "src_hist_cat1": src[..., 1],
         "src_hist_age": age_buckets(now - src[..., 2], src_rows > 0, h.age_edges),
-        "src_hist_word": src[..., 3:].flatten(1),
+        "src_hist_word": src[..., SRC_FIRST_WORD:].flatten(1),
     }
     return s.sparse[idx], s.dense[idx], tuple(by_name[name] for name in h.order)
