@@ -58,16 +58,9 @@ def feed_ranking(
 ) -> dict[str, float]:
     """HR/NDCG/MRR of the test clicks against sampled negatives (tasks.ranking), overall and
     (searched_*) on the clicks on a category searched in the last `e.searched_hours`."""
-    import polars as pl
-
     from tasks import ranking
 
-    frames = {p: pl.read_parquet(feats / f"rec_{p}.parquet") for p in ("train", "valid", "test")}
-    served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
-    c = ranking.draw(
-        frames["train"], frames["test"], served, e.ranking_negatives, e.ranking_positives, e.seed
-    )
-    fields = list(read_spec(feats)["sparse"])
+    c, fields = ranking.ranked_candidates(feats, e.ranking_negatives, e.ranking_positives, e.seed)
     cols = [fields.index(k) for k in ranking.ITEM_COLUMNS]
     s = ranking.scores(model, test, hist, c, cols, task)
     out = ranking.ranking_metrics(s)

@@ -12,13 +12,14 @@ where search-aware models should differ from feed-only ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
 from torch import nn
 
-from tasks.tensors import HOUR_MS, Histories, Samples, make_batch, window
+from tasks.tensors import HOUR_MS, Histories, Samples, make_batch, read_spec, window
 
 ITEM_COLUMNS = ("item_id", "author_id", "cat1", "cat2", "item_type", "upload_type")
 KS = (1, 5, 10)
@@ -96,6 +97,17 @@ def draw(
     return Candidates(rows, out, fields.to_numpy())
 
 
+def ranked_candidates(
+    feats: Path, negatives: int, positives: int, seed: int
+) -> tuple[Candidates, list[str]]:
+    """The draw of evaluate@ on a features folder: its test clicks' candidates, and the sparse
+    field names (the columns of Samples.sparse)."""
+    frames = {p: pl.read_parquet(feats / f"rec_{p}.parquet") for p in ("train", "valid", "test")}
+    served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
+    c = draw(frames["train"], frames["test"], served, negatives, positives, seed)
+    return c, list(read_spec(feats)["sparse"])
+
+
 @torch.no_grad()
 def scores(
     model: nn.Module,
@@ -136,21 +148,28 @@ def ranking_metrics(s: np.ndarray) -> dict[str, float]:
     return out
 
 
-def recently_searched(
-    test: Samples, hist: Histories, rows: np.ndarray, cat_col: int, hours: float
-) -> np.ndarray:
-    """(P,) bool: whether a search session the model sees for test row `rows[p]` (its window of
-    the last search_history_len sessions) happened within `hours` before the sample and led to
-    an item of the sample's first-level category."""
+def searched_categories(
+    test: Samples, hist: Histories, rows: np.ndarray, hours: float
+) -> torch.Tensor:
+    """(P, search_history_len) first-level categories of the search sessions the model sees for
+    test row `rows[p]` (its window of the last search_history_len sessions) that happened within
+    `hours` before the sample; 0 for the others and for padding."""
     if test.time is None:
         raise ValueError("these samples have no timestamp column: cannot tell recent searches")
     idx = torch.from_numpy(rows).to(test.sparse.device)
     hs = test.hist[idx]
-    steps = window(hs[:, 2], hs[:, 3], hist.src_len)
-    cat, when = hist.src[steps][..., 1], hist.src[steps][..., 2]
-    recent = (test.time[idx].unsqueeze(1) - when) <= hours * HOUR_MS
-    same = (cat == test.sparse[idx, cat_col].unsqueeze(1)) & (cat > 0)
-    return ((steps > 0) & recent & same).any(1).cpu().numpy()
+    src = hist.src[window(hs[:, 2], hs[:, 3], hist.src_len)]  # (P, S, columns); row 0: padding
+    recent = (test.time[idx].unsqueeze(1) - src[..., 2]) <= hours * HOUR_MS
+    return torch.where(recent, src[..., 1], torch.zeros_like(src[..., 1]))
+
+
+def recently_searched(
+    test: Samples, hist: Histories, rows: np.ndarray, cat_col: int, hours: float
+) -> np.ndarray:
+    """(P,) bool: whether the sample's first-level category is among `searched_categories`."""
+    cats = searched_categories(test, hist, rows, hours)
+    own = test.sparse[torch.from_numpy(rows).to(test.sparse.device), cat_col].unsqueeze(1)
+    return ((cats == own) & (cats > 0)).any(1).cpu().numpy()
 
 
 def sliced_metrics(s: np.ndarray, in_slice: np.ndarray, name: str) -> dict[str, float]:

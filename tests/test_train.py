@@ -259,7 +259,7 @@ def test_history_ages_are_bucketed_against_each_samples_own_time(features):
 
 
 def test_the_searched_slice_is_the_clicks_on_a_category_searched_shortly_before(features):
-    from tasks.ranking import recently_searched, sliced_metrics
+    from tasks.ranking import recently_searched, searched_categories, sliced_metrics
 
     d, spec = features
     cpu = torch.device("cpu")
@@ -268,17 +268,21 @@ def test_the_searched_slice_is_the_clicks_on_a_category_searched_shortly_before(
     rows = np.arange(0, len(s), 7)
     cat_col = list(spec["sparse"]).index("cat1")
     got = recently_searched(s, hist, rows, cat_col, 48)
+    recent = searched_categories(s, hist, rows, 48)
     sessions = pl.read_parquet(d / "src_history.parquet")
     cats, times = sessions["cat1"].to_numpy(), sessions["timestamp"].to_numpy()
     size = spec["search_history_len"]
-    want = []
+    want, want_cats = [], []
     for r in rows:
         start, n = int(s.hist[r, 2]), int(s.hist[r, 3])
         seen = slice(start + max(0, n - size), start + n)
         age = int(s.time[r]) - times[seen]
         hit = (cats[seen] == int(s.sparse[r, cat_col])) & (cats[seen] > 0) & (age <= 48 * 3600e3)
         want.append(bool(hit.any()))
+        want_cats.append(set(cats[seen][(age <= 48 * 3600e3) & (cats[seen] > 0)].tolist()))
     assert got.tolist() == want
+    assert [set(c.tolist()) - {0} for c in recent] == want_cats
+    assert any(want_cats) and recent.shape == (len(rows), size)
     assert 0 < got.sum() < len(got)
     assert recently_searched(s, hist, rows, cat_col, 24 * 365).sum() > got.sum()
     scores = np.random.default_rng(0).random((len(rows), 100))
