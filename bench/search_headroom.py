@@ -40,12 +40,6 @@ from tasks.tensors import load_histories, read_spec, scenario_samples  # noqa: E
 from tasks.train import load_checkpoint  # noqa: E402
 
 
-def searched_candidates(cats: torch.Tensor, cand: np.ndarray) -> np.ndarray:
-    """(P, W) bool: candidate cat1 `cand` (P, W) is among the row's searched categories (P, S)."""
-    c = torch.from_numpy(cand)
-    return ((c.unsqueeze(-1) == cats.unsqueeze(1)) & (cats.unsqueeze(1) > 0)).any(-1).numpy()
-
-
 def ndcg10(s: np.ndarray, rows: np.ndarray) -> float:
     return ranking.ranking_metrics(s[rows])["ndcg@10"] if rows.any() else float("nan")
 
@@ -72,13 +66,15 @@ def main(argv: list[str] | None = None) -> None:
     c, fields = ranking.ranked_candidates(feats, e.ranking_negatives, e.ranking_positives, e.seed)
     cols = [fields.index(k) for k in ranking.ITEM_COLUMNS]
     hist = load_histories(feats, spec, "cpu")
+    # the models' inputs only (scores never read labels): one load serves every model
+    test = scenario_samples(feats, "test", spec, "feed", ["click"], "cpu")
     scores = {}
     for m in args.models:
         model, config = load_checkpoint(p.paths.artifacts / m / "model.pt")
-        test = scenario_samples(feats, "test", spec, "feed", config["tasks"], "cpu")
         scores[m] = ranking.scores(model, test, hist, c, cols, config["tasks"].index("click"))
     cats = ranking.searched_categories(test, hist, c.rows, e.searched_hours)
-    hot = searched_candidates(cats, c.fields[c.items, ranking.ITEM_COLUMNS.index("cat1")])
+    cand = torch.from_numpy(c.fields[c.items, ranking.ITEM_COLUMNS.index("cat1")])
+    hot = ranking.among_searched(cats, cand).numpy()
     in_slice = hot[:, 0]
     base = args.models[-1]
     rows = {m: split(s, in_slice) for m, s in scores.items()}

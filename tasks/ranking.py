@@ -163,13 +163,19 @@ def searched_categories(
     return torch.where(recent, src[..., 1], torch.zeros_like(src[..., 1]))
 
 
+def among_searched(cats: torch.Tensor, cat1: torch.Tensor) -> torch.Tensor:
+    """(P, W) bool: whether each first-level category `cat1` (P, W) is among its row's
+    `searched_categories` (P, S)."""
+    return ((cat1.unsqueeze(-1) == cats.unsqueeze(1)) & (cats.unsqueeze(1) > 0)).any(-1)
+
+
 def recently_searched(
     test: Samples, hist: Histories, rows: np.ndarray, cat_col: int, hours: float
 ) -> np.ndarray:
     """(P,) bool: whether the sample's first-level category is among `searched_categories`."""
     cats = searched_categories(test, hist, rows, hours)
     own = test.sparse[torch.from_numpy(rows).to(test.sparse.device), cat_col].unsqueeze(1)
-    return ((cats == own) & (cats > 0)).any(1).cpu().numpy()
+    return among_searched(cats, own)[:, 0].cpu().numpy()
 
 
 def sliced_metrics(s: np.ndarray, in_slice: np.ndarray, name: str) -> dict[str, float]:
