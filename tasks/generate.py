@@ -227,6 +227,9 @@ def _search_log(
     order = np.argsort(ts, kind="stable")
     su, ts = su[order], ts[order]
     qcat = w.search_cats[su, rng.choice(3, n_s, p=SLOT_P)]
+    if p.search_novelty > 0:  # a passing intent: a category drawn by popularity
+        fresh = rng.choice(len(w.cat_pop), n_s, p=w.cat_pop)
+        qcat = np.where(rng.random(n_s) < p.search_novelty, fresh, qcat)
     kw = _word_lists(rng, qcat, 1, 4, p)
     n_res = rng.integers(3, 11, n_s)
     s_idx = np.repeat(np.arange(n_s), n_res)
@@ -281,6 +284,9 @@ def _rec_log(
         w.feed_cats[u, slot],
         np.where(src == 1, w.search_cats[u, slot], rng.choice(len(w.cat_pop), n, p=w.cat_pop)),
     )
+    if p.search_serving > 0:  # the feed answers a recent search with its category
+        last = _last_searched(u, t, search, p.search_effect_hours)
+        cat = np.where((rng.random(n) < p.search_serving) & (last >= 0), last, cat)
     feed_pool = np.flatnonzero(np.isin(w.item_type, FEED_ITEM_TYPES))
     i = feed_pool[_pick_in_category(rng, cat, w.item_cat[feed_pool])]
     c = w.item_cat[i]
@@ -331,30 +337,42 @@ def _playing_time(
     return np.round(np.where(click, np.where(long_view, valid, invalid), 0.0))
 
 
-def _recently_searched(
-    u: np.ndarray, c: np.ndarray, t: np.ndarray, search: pl.DataFrame, hours: float
-) -> np.ndarray:
-    """1.0 where the user searched category c in the `hours` before t (strictly before)."""
-    imp = pl.DataFrame({"u": u, "cat": c, "t": t, "row": np.arange(len(u))}).sort("t")
+def _last_search(
+    imp: pl.DataFrame, search: pl.DataFrame, by: list[str], hours: float
+) -> pl.DataFrame:
+    """For each impression (u, t, row and the `by` columns), the user's last search session
+    strictly before t that matches on `by`: its category `qcat` and `recent` (within `hours`)."""
     ses = (
         search.group_by("search_session_id")
         .agg(pl.first("u"), cat=pl.first("qcat"), ts=pl.first("search_session_timestamp"))
-        .select("u", "cat", t=pl.col("ts"), last_search=pl.col("ts"))
+        .select("u", "cat", pl.col("cat").alias("qcat"), t=pl.col("ts"), last_search=pl.col("ts"))
         .sort("t")
     )
-    joined = imp.join_asof(
-        ses,
+    joined = imp.sort("t").join_asof(
+        ses.drop("cat") if "cat" not in by else ses,
         on="t",
-        by=["u", "cat"],
+        by=by,
         strategy="backward",
         allow_exact_matches=False,
         check_sortedness=False,
     )
-    joined = joined.sort("row")
-    age = joined["t"] - joined["last_search"]
-    return (
-        (age.fill_null(np.iinfo(np.int64).max) <= hours * 3_600_000).to_numpy().astype(np.float64)
-    )
+    age = (joined["t"] - joined["last_search"]).fill_null(np.iinfo(np.int64).max)
+    return joined.with_columns(recent=age <= hours * 3_600_000).sort("row")
+
+
+def _recently_searched(
+    u: np.ndarray, c: np.ndarray, t: np.ndarray, search: pl.DataFrame, hours: float
+) -> np.ndarray:
+    """1.0 where the user searched category c in the `hours` before t (strictly before)."""
+    imp = pl.DataFrame({"u": u, "cat": c, "t": t, "row": np.arange(len(u))})
+    return _last_search(imp, search, ["u", "cat"], hours)["recent"].to_numpy().astype(np.float64)
+
+
+def _last_searched(u: np.ndarray, t: np.ndarray, search: pl.DataFrame, hours: float) -> np.ndarray:
+    """The category of the user's last search in the `hours` before t (strictly before), or -1."""
+    imp = pl.DataFrame({"u": u, "t": t, "row": np.arange(len(u))})
+    j = _last_search(imp, search, ["u"], hours)
+    return np.where(j["recent"].to_numpy(), j["qcat"].fill_null(-1).to_numpy(), -1)
 
 
 def _user_features(w: World, rng: np.random.Generator, user_ids: np.ndarray) -> pl.DataFrame:

@@ -73,6 +73,12 @@ class GenerateParams(_Strict):
     search_rec_overlap: float = Field(0.5, ge=0, le=1)
     search_effect: float = Field(1.5, ge=0, le=10)
     search_effect_hours: float = Field(48.0, gt=0)
+    # share of feed impressions that serve the category of the user's last search (in the
+    # search_effect_hours before), as a feed that answers searches does
+    search_serving: float = Field(0.0, ge=0, le=1)
+    # share of search sessions on a passing intent (a category drawn by popularity) instead of
+    # one of the user's three search interests
+    search_novelty: float = Field(0.0, ge=0, le=1)
     label_correlation: float = Field(0.6, ge=0, le=1)
 
 
@@ -192,6 +198,11 @@ class _Head(_Strict):
     # feed: trained on feed samples, the feed tasks | search: on search samples, search_click |
     # joint: on both together, the feed tasks plus search_click (the scenario as a task)
     scenario: Literal["feed", "search", "joint"] = "feed"
+    # how this model is trained (tasks/train.py), apart from its architecture:
+    weight_decay: float | None = Field(None, ge=0)  # None: train.weight_decay
+    # per train feed click, this many items the user was not served, drawn by popularity, as
+    # extra click-0 samples: the task the ranking evaluation measures (0: impressions only)
+    sampled_negatives: int = Field(0, ge=0, le=100)
 
     def task_names(self, feed_tasks: list[str]) -> list[str]:
         return {

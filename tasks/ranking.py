@@ -19,7 +19,15 @@ import polars as pl
 import torch
 from torch import nn
 
-from tasks.tensors import HOUR_MS, Histories, Samples, make_batch, read_spec, window
+from tasks.tensors import (
+    HOUR_MS,
+    Histories,
+    Samples,
+    concat_samples,
+    make_batch,
+    read_spec,
+    window,
+)
 
 ITEM_COLUMNS = ("item_id", "author_id", "cat1", "cat2", "item_type", "upload_type")
 KS = (1, 5, 10)
@@ -184,3 +192,61 @@ def sliced_metrics(s: np.ndarray, in_slice: np.ndarray, name: str) -> dict[str, 
     if in_slice.any():
         out |= {f"{name}_{k}": v for k, v in ranking_metrics(s[in_slice]).items()}
     return out
+
+
+def with_sampled_negatives(
+    s: Samples, field_names: list[str], click: int, k: int, seed: int
+) -> Samples:
+    """Training samples plus, for every click, `k` items the user was not served in `s`, drawn
+    in proportion to their popularity there (with replacement), as extra rows: the click's row
+    (user, features, histories, time) with the item's fields swapped in, as `draw` builds the
+    ranking candidates. Such a row's labels are 0 (nothing happens without a click), NaN where
+    the click's row had none. Trained on these, a model learns what the ranking evaluation
+    measures (which items a user clicks among all), not only which served items they click."""
+    missing = [c for c in ("user_id", *ITEM_COLUMNS) if c not in field_names]
+    if missing:
+        raise ValueError(f"sampled negatives need the fields {missing}; these samples have not")
+    cols = [field_names.index(c) for c in ITEM_COLUMNS]
+    sp = s.sparse.cpu().numpy()
+    items, users = sp[:, cols[0]], sp[:, field_names.index("user_id")].astype(np.int64)
+    known = items > 0
+    ids, first, counts = np.unique(items[known], return_index=True, return_counts=True)
+    table = sp[known][first][:, cols]  # each known item's fields
+    pos = np.flatnonzero((s.labels[:, click].cpu().numpy() == 1) & known)
+    if len(pos) == 0 or k == 0:
+        return s
+    span = int(items.max()) + 1
+    served = np.unique(users * span + items)  # (user, item) pairs, as sorted codes
+    user = np.repeat(users[pos], k)
+    pick = np.zeros(len(user), dtype=np.int64)
+    todo = np.arange(len(user))
+    rng = np.random.default_rng(seed)
+    cdf = np.cumsum(counts) / counts.sum()
+    for _ in range(100):  # redraw the (few) served ones
+        d = np.minimum(np.searchsorted(cdf, rng.random(len(todo)), side="right"), len(ids) - 1)
+        ok = ~np.isin(user[todo] * span + ids[d], served)
+        pick[todo[ok]] = d[ok]
+        todo = todo[~ok]
+        if len(todo) == 0:
+            break
+    else:
+        raise ValueError(
+            f"{len(todo)} sampled negatives kept hitting items their user was served: too few "
+            "items for sampled_negatives; lower it"
+        )
+    device = s.sparse.device
+    rows = torch.from_numpy(np.repeat(pos, k)).to(device)
+    sparse = s.sparse[rows].clone()
+    sparse[:, cols] = torch.from_numpy(table[pick]).to(device)
+    labels = s.labels[rows]
+    neg = Samples(
+        sparse=sparse,
+        dense=s.dense[rows],
+        labels=torch.where(torch.isnan(labels), labels, torch.zeros_like(labels)),
+        hist=s.hist[rows],
+        user=None if s.user is None else s.user[rows.cpu().numpy()],
+        weight=None if s.weight is None else s.weight[rows],
+        time=None if s.time is None else s.time[rows],
+        query=None if s.query is None else s.query[rows],
+    )
+    return concat_samples(s, neg)

@@ -34,6 +34,7 @@ from tasks.engine import masked_bce as masked_bce  # re-exported: the loss of ev
 from tasks.engine import predict as predict
 from tasks.io import write_json_atomic
 from tasks.params import Params, TrainParams, load_params
+from tasks.ranking import with_sampled_negatives
 from tasks.tensors import (
     embedding_spec,
     load_histories,
@@ -55,6 +56,10 @@ def resolve_device(choice: str) -> torch.device:
 # kinds whose CPU training is slower under bf16 autocast (SESRec's attention: 4,430 vs 7,063
 # samples/s fp32 on a 2-core AMX machine; PLE: 24,141 vs 13,456, so it keeps bf16)
 FP32_ON_CPU = ("sesrec",)
+
+
+# a model section's keys that say how it is trained, not what it is (config["fit"])
+FIT_OPTIONS = ("weight_decay", "sampled_negatives")
 
 
 def engine_options(
@@ -84,12 +89,14 @@ def build_model(
     head = section.model_dump()
     kind = head.pop("kind")
     scenario = head.pop("scenario")
+    fit = {k: head.pop(k) for k in FIT_OPTIONS}
     emb = embedding_spec(spec, params.train.embed_dim)
     config = {
         "name": name,
         "kind": kind,
         "scenario": scenario,
         "head": head,
+        "fit": fit,
         "tasks": section.task_names(list(params.train.tasks)),
         "embedding": json.loads(json.dumps(dataclasses.asdict(emb))),
     }
@@ -159,8 +166,24 @@ def main(argv: list[str] | None = None) -> None:
     opts = engine_options(p, device, world > 1, table_rows, kind)
     model, config = build_model(params, args.model, spec, sparse=opts.sparse)
     tasks = config["tasks"]
-    opts = dataclasses.replace(opts, regression=task_types(spec, tasks))
+    fit_opts = config["fit"]
+    opts = dataclasses.replace(
+        opts,
+        regression=task_types(spec, tasks),
+        weight_decay=p.weight_decay
+        if fit_opts["weight_decay"] is None
+        else fit_opts["weight_decay"],
+    )
     train = scenario_samples(feats, "train", spec, config["scenario"], tasks, device)
+    if fit_opts["sampled_negatives"]:
+        if "click" not in tasks:
+            raise SystemExit(
+                f"models.{args.model}.sampled_negatives draws negatives for feed clicks; "
+                f"this model's tasks {tasks} have no click"
+            )
+        train = with_sampled_negatives(
+            train, list(spec["sparse"]), tasks.index("click"), fit_opts["sampled_negatives"], p.seed
+        )
     valid = scenario_samples(feats, "valid", spec, config["scenario"], tasks, device)
     hist = load_histories(feats, spec, device)
     model.to(device)

@@ -112,3 +112,36 @@ def test_searching_a_category_raises_later_feed_clicks_on_it():
     on = _click_lift_after_search(generate(GenerateParams(**base, search_effect=3.0)))
     off = _click_lift_after_search(generate(GenerateParams(**base, search_effect=0.0)))
     assert on > off + 0.1, (on, off)
+
+
+def _share_on_last_search(frames: dict[str, pl.DataFrame], hours: float = 48) -> float:
+    """Share of feed impressions in the category of the user's last search (within `hours`)."""
+    cat = frames["item_features.csv"].select("item_id", cat="first_level_category_id")
+    last = (
+        frames["src_inter.csv"]
+        .join(cat, on="item_id")
+        .group_by("search_session_id")
+        .agg(
+            pl.first("user_id"), pl.first("search_session_timestamp"), pl.col("cat").mode().first()
+        )
+        .select("user_id", "cat", t=pl.col("search_session_timestamp").cast(pl.Float64))
+        .with_columns(searched=pl.col("t"))
+        .sort("t")
+    )
+    rec = frames["rec_inter.csv"].join(cat, on="item_id").rename({"timestamp": "t"}).sort("t")
+    j = rec.join_asof(
+        last.rename({"cat": "last_cat"}),
+        on="t",
+        by="user_id",
+        allow_exact_matches=False,
+        check_sortedness=False,
+    )
+    recent = (j["t"] - j["searched"]).fill_null(float("inf")) <= hours * 3_600_000
+    return float((recent & (j["cat"] == j["last_cat"])).mean())
+
+
+def test_search_serving_shows_the_last_searched_category_in_the_feed():
+    base = dict(n_users=300, n_items=3000, rec_actions=40_000, search_sessions=4000, seed=3)
+    off = _share_on_last_search(generate(GenerateParams(**base)))
+    on = _share_on_last_search(generate(GenerateParams(**base, search_serving=0.4)))
+    assert on > off + 0.15, (on, off)

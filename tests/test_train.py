@@ -310,3 +310,53 @@ def test_search_samples_carry_their_own_query_and_feed_samples_none(features):
     for got, r in zip(query[3:].tolist(), rows[3:].tolist(), strict=True):
         words = keywords[r - n_feed]
         assert got == words + [0] * (len(got) - len(words)) and any(got)
+
+
+def test_sampled_negatives_are_unserved_popular_items_on_each_clicks_own_row(features):
+    from tasks.ranking import ITEM_COLUMNS, with_sampled_negatives
+
+    d, spec = features
+    fields = list(spec["sparse"])
+    train = load_samples(d, "rec_train", spec, TASKS, torch.device("cpu"))
+    out = with_sampled_negatives(train, fields, TASKS.index("click"), 3, seed=1)
+    again = with_sampled_negatives(train, fields, TASKS.index("click"), 3, seed=1)
+    assert torch.equal(out.sparse, again.sparse)  # seeded
+    clicks = np.flatnonzero(train.labels[:, 0].numpy() == 1)
+    n = len(train)
+    assert len(out) == n + 3 * len(clicks)
+    assert torch.equal(out.sparse[:n], train.sparse) and torch.equal(out.labels[:n], train.labels)
+    src = torch.from_numpy(np.repeat(clicks, 3))
+    item_cols = [fields.index(c) for c in ITEM_COLUMNS]
+    other = [k for k in range(len(fields)) if k not in item_cols]
+    neg = out.sparse[n:]
+    # the click's own user, features, histories and time; only the item's fields differ
+    assert torch.equal(neg[:, other], train.sparse[src][:, other])
+    assert torch.equal(out.hist[n:], train.hist[src]) and torch.equal(out.time[n:], train.time[src])
+    assert (out.user[n:] == train.user[src.numpy()]).all()
+    assert torch.equal(out.labels[n:], torch.zeros_like(out.labels[n:]))
+    # each drawn item carries its own fields, and was never served to that user in train
+    sp = train.sparse.numpy()
+    own = {int(r[0]): tuple(r) for r in sp[:, item_cols]}
+    assert all(own[int(r[0])] == tuple(r) for r in neg[:, item_cols].numpy())
+    u, i = fields.index("user_id"), fields.index("item_id")
+    served = set(zip(sp[:, u].tolist(), sp[:, i].tolist(), strict=True))
+    drawn = set(zip(neg[:, u].tolist(), neg[:, i].tolist(), strict=True))
+    assert not (drawn & served)
+    # popular items are drawn more often
+    pop = np.bincount(sp[:, i], minlength=sp[:, i].max() + 1)
+    hits = np.bincount(neg[:, i].numpy(), minlength=len(pop))
+    assert np.corrcoef(pop[1:], hits[1 : len(pop)])[0, 1] > 0.5
+
+
+def test_a_models_training_options_go_to_its_fit_config_not_its_architecture(features):
+    d, spec = features
+    params = load_params(ROOT / "params.yaml")
+    section = params.models["mmoe"].model_copy(
+        update={"weight_decay": 0.01, "sampled_negatives": 2}
+    )
+    params = params.model_copy(
+        update={"train": TrainParams(tasks=TASKS), "models": {**params.models, "mmoe": section}}
+    )
+    _, config = build_model(params, "mmoe", spec)
+    assert config["fit"] == {"weight_decay": 0.01, "sampled_negatives": 2}
+    assert "weight_decay" not in config["head"] and "sampled_negatives" not in config["head"]
