@@ -200,9 +200,11 @@ def with_sampled_negatives(
     """Training samples plus, for every click, `k` items the user was not served in `s`, drawn
     in proportion to their popularity there (with replacement), as extra rows: the click's row
     (user, features, histories, time) with the item's fields swapped in, as `draw` builds the
-    ranking candidates. Such a row's labels are 0 (nothing happens without a click), NaN where
-    the click's row had none. Trained on these, a model learns what the ranking evaluation
-    measures (which items a user clicks among all), not only which served items they click."""
+    ranking candidates. Such a row is a click 0 and outside every other task's sample space
+    (NaN): the other tasks are measured on served impressions, and training them on unserved
+    items cost like and follow AUC 0.02-0.05 (BENCHMARKS.md). Trained on these, a model learns what the
+    ranking evaluation measures (which items a user clicks among all), not only which served
+    items they click."""
     missing = [c for c in ("user_id", *ITEM_COLUMNS) if c not in field_names]
     if missing:
         raise ValueError(f"sampled negatives need the fields {missing}; these samples have not")
@@ -238,11 +240,12 @@ def with_sampled_negatives(
     rows = torch.from_numpy(np.repeat(pos, k)).to(device)
     sparse = s.sparse[rows].clone()
     sparse[:, cols] = torch.from_numpy(table[pick]).to(device)
-    labels = s.labels[rows]
+    labels = torch.full_like(s.labels[rows], float("nan"))
+    labels[:, click] = 0.0
     neg = Samples(
         sparse=sparse,
         dense=s.dense[rows],
-        labels=torch.where(torch.isnan(labels), labels, torch.zeros_like(labels)),
+        labels=labels,
         hist=s.hist[rows],
         user=None if s.user is None else s.user[rows.cpu().numpy()],
         weight=None if s.weight is None else s.weight[rows],
