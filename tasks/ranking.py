@@ -202,12 +202,12 @@ def with_sampled_negatives(
     (user, features, histories, time) with the item's fields swapped in, as `draw` builds the
     ranking candidates. Such a row is a click 0 and outside every other task's sample space
     (NaN): the other tasks are measured on served impressions, and training them on unserved
-    items cost like and follow AUC 0.02-0.05 (BENCHMARKS.md). Trained on these, a model learns what the
-    ranking evaluation measures (which items a user clicks among all), not only which served
-    items they click."""
+    items cost like and follow AUC 0.02-0.05 (BENCHMARKS.md). Trained on these, a model learns
+    what the ranking evaluation measures (which items a user clicks among all), not only which
+    served items they click."""
     missing = [c for c in ("user_id", *ITEM_COLUMNS) if c not in field_names]
     if missing:
-        raise ValueError(f"sampled negatives need the fields {missing}; these samples have not")
+        raise ValueError(f"sampled negatives need the fields {missing}; these samples lack them")
     cols = [field_names.index(c) for c in ITEM_COLUMNS]
     sp = s.sparse.cpu().numpy()
     items, users = sp[:, cols[0]], sp[:, field_names.index("user_id")].astype(np.int64)
