@@ -345,15 +345,15 @@ def _last_search(
     imp: pl.DataFrame, search: pl.DataFrame, by: list[str], hours: float
 ) -> pl.DataFrame:
     """For each impression (u, t, row and the `by` columns), the user's last search session
-    strictly before t that matches on `by`: its category `qcat` and `recent` (within `hours`)."""
+    strictly before t that matches on `by`: its category `cat` and `recent` (within `hours`)."""
     ses = (
         search.group_by("search_session_id")
         .agg(pl.first("u"), cat=pl.first("qcat"), ts=pl.first("search_session_timestamp"))
-        .select("u", "cat", pl.col("cat").alias("qcat"), t=pl.col("ts"), last_search=pl.col("ts"))
+        .select("u", "cat", t=pl.col("ts"), last_search=pl.col("ts"))
         .sort("t")
     )
     joined = imp.sort("t").join_asof(
-        ses.drop("cat") if "cat" not in by else ses,
+        ses,
         on="t",
         by=by,
         strategy="backward",
@@ -376,7 +376,7 @@ def _last_searched(u: np.ndarray, t: np.ndarray, search: pl.DataFrame, hours: fl
     """The category of the user's last search in the `hours` before t (strictly before), or -1."""
     imp = pl.DataFrame({"u": u, "t": t, "row": np.arange(len(u))})
     j = _last_search(imp, search, ["u"], hours)
-    return np.where(j["recent"].to_numpy(), j["qcat"].fill_null(-1).to_numpy(), -1)
+    return np.where(j["recent"].to_numpy(), j["cat"].fill_null(-1).to_numpy(), -1)
 
 
 def _user_features(w: World, rng: np.random.Generator, user_ids: np.ndarray) -> pl.DataFrame:

@@ -81,8 +81,11 @@ def test_search_rec_overlap_controls_shared_interests(overlap):
     assert shared == pytest.approx(overlap)
 
 
-def _click_lift_after_search(frames: dict[str, pl.DataFrame]) -> float:
-    """Click rate on feed items of a category the user searched in the 48 h before, over the rest."""
+def _sessions_and_impressions(
+    frames: dict[str, pl.DataFrame],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Search sessions (user_id, cat: their results' modal category, t = searched: their time)
+    and feed impressions with their category, both sorted by time t."""
     cat = frames["item_features.csv"].select("item_id", cat="first_level_category_id")
     sessions = (
         frames["src_inter.csv"]
@@ -100,6 +103,12 @@ def _click_lift_after_search(frames: dict[str, pl.DataFrame]) -> float:
         .sort("t")
     )
     rec = frames["rec_inter.csv"].join(cat, on="item_id").rename({"timestamp": "t"}).sort("t")
+    return sessions, rec
+
+
+def _click_lift_after_search(frames: dict[str, pl.DataFrame]) -> float:
+    """Click rate on feed items of a category the user searched in the 48 h before, over the rest."""
+    sessions, rec = _sessions_and_impressions(frames)
     j = rec.join_asof(
         sessions, on="t", by=["user_id", "cat"], allow_exact_matches=False, check_sortedness=False
     )
@@ -116,21 +125,9 @@ def test_searching_a_category_raises_later_feed_clicks_on_it():
 
 def _share_on_last_search(frames: dict[str, pl.DataFrame], hours: float = 48) -> float:
     """Share of feed impressions in the category of the user's last search (within `hours`)."""
-    cat = frames["item_features.csv"].select("item_id", cat="first_level_category_id")
-    last = (
-        frames["src_inter.csv"]
-        .join(cat, on="item_id")
-        .group_by("search_session_id")
-        .agg(
-            pl.first("user_id"), pl.first("search_session_timestamp"), pl.col("cat").mode().first()
-        )
-        .select("user_id", "cat", t=pl.col("search_session_timestamp").cast(pl.Float64))
-        .with_columns(searched=pl.col("t"))
-        .sort("t")
-    )
-    rec = frames["rec_inter.csv"].join(cat, on="item_id").rename({"timestamp": "t"}).sort("t")
+    sessions, rec = _sessions_and_impressions(frames)
     j = rec.join_asof(
-        last.rename({"cat": "last_cat"}),
+        sessions.rename({"cat": "last_cat"}),
         on="t",
         by="user_id",
         allow_exact_matches=False,
