@@ -2,6 +2,7 @@
 
     python -m flows.search_aware [--seeds 1 2 3] [--epochs 6] [--effect E] [--positives 10000]
                                  [--out reports/search_aware]
+    python -m flows.search_aware --from-results [--out reports/search_aware]  # re-summarise
     make search-aware
 
 The built-in generator plants how much a user's searches raise later feed clicks in the searched
@@ -14,10 +15,13 @@ subflow: dvc repro of every stage in a throw-away copy of the project), then com
   evaluate.searched_hours), where the planted effect lives;
 - the joint model (ple_joint) against the per-scenario models (ple on the feed, ple_search on
   search) on both scenarios.
-Each cell ranks `--positives` test clicks (params: evaluate.ranking_positives, 2,000 by default;
+Next to each gain it reports what the generator's own truth as a ranker gains from knowing the
+searches on the same dataset and protocol (tasks.oracle): the most a model can be expected to
+gain there. Each cell ranks `--positives` test clicks (params: evaluate.ranking_positives, 2,000 by default;
 more here, because the searched slice is a fraction of them and its sampling noise would
 otherwise swamp the seed-to-seed comparison). Writes results.json (every run's metrics) and
-table.md under `--out`.
+table.md under `--out`; `--from-results` rewrites them from the results.json there (adding
+the truth ranker's figures where a run lacks them) without training anything.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from prefect import flow, task
 from flows.pipeline import pipeline
 from flows.project import ROOT, copy_project, with_python_on_path
 from tasks.io import write_json_atomic, write_text_atomic
+from tasks.oracle import search_gain_bound
+from tasks.params import Params
 
 SEARCH_AWARE = ["sesrec", "sesrec_nosearch"]  # sesrec_nodis is in the default run, not here
 SCENARIO = ["ple", "ple_search", "ple_joint"]
@@ -66,6 +72,14 @@ def cell_params(
     return params
 
 
+def truth_gain(seed: int, effect: float, positives: int) -> dict[str, float]:
+    """What the generator's truth ranker gains from the searches on this cell's dataset (feed
+    ndcg@10 and searched_ndcg@10; tasks.oracle). Redraws the logs: seconds, no training."""
+    params = Params.model_validate(cell_params(seed, effect, 1, SEARCH_AWARE, positives))
+    gain = search_gain_bound(params)["gain"]
+    return {k: gain[k] for k in ("ndcg@10", "searched_ndcg@10") if k in gain}
+
+
 @task(task_run_name="seed={seed} search_effect={effect}")
 def one_cell(seed: int, effect: float, epochs: int, positives: int, work: str) -> dict[str, Any]:
     """Generate, validate, split, featurise, train and evaluate one dataset through DVC."""
@@ -80,7 +94,8 @@ def one_cell(seed: int, effect: float, epochs: int, positives: int, work: str) -
         }
     finally:
         shutil.rmtree(d, ignore_errors=True)  # a dataset and models per cell: keep only metrics
-    return {"seed": seed, "search_effect": effect, "metrics": metrics}
+    truth = truth_gain(seed, effect, positives)
+    return {"seed": seed, "search_effect": effect, "metrics": metrics, "truth_gain": truth}
 
 
 def _std(v: np.ndarray) -> float:
@@ -110,8 +125,14 @@ def _gain(runs: list[dict[str, Any]], effect_on: bool, k: str) -> dict[str, Any]
     ablation = _values(runs, effect_on, "sesrec_nosearch", "click", k)
     gain = full - ablation  # paired: the same dataset and candidates
     spread = max(_std(full), _std(ablation))
+    mine = [
+        r for r in sorted(runs, key=lambda r: r["seed"]) if (r["search_effect"] > 0) == effect_on
+    ]
+    truth = [r.get("truth_gain", {}).get(k) for r in mine]
     return {
         "metric": k,
+        # the generator's truth ranker, same datasets: the gain a model can be expected to reach
+        "truth_gain": None if None in truth else [round(v, 5) for v in truth],
         "gain": gain.round(5).tolist(),
         "mean_gain": float(gain.mean()),
         "gain_std": _std(gain),
@@ -191,6 +212,12 @@ def table(summary: dict[str, Any], seeds: list[int]) -> str:
                 f"{c['gain_std']:.4f}); seed-to-seed spread {c['seed_spread']:.4f}; "
                 f"{'exceeds the spread' if want == 'gain_exceeds_spread' else 'within noise'}: "
                 f"{'yes' if c[want] else 'no'}"
+                + (
+                    f"; the generator's truth ranker gains {np.mean(c['truth_gain']):+.4f} "
+                    f"(per seed {c['truth_gain']})"
+                    if c.get("truth_gain")
+                    else ""
+                )
             )
     for key, c in ch["joint"].items():
         text.append(
@@ -221,8 +248,14 @@ def search_aware(
         raise ValueError(f"the search effect's 'on' setting must be > 0, got {effect}")
     work_dir = Path(work or tempfile.mkdtemp(prefix="sarflow-search-aware-"))
     runs = [one_cell(s, e, epochs, positives, str(work_dir)) for s in seeds for e in (effect, 0.0)]
+    return write_report(Path(out), seeds, epochs, effect, positives, runs)
+
+
+def write_report(
+    folder: Path, seeds: list[int], epochs: int, effect: float, positives: int, runs: list[dict]
+) -> dict[str, Any]:
+    """Summarise the runs into results.json and table.md under `folder`; print the table."""
     summary = summarise(runs)
-    folder = Path(out)
     write_json_atomic(
         folder / "results.json",
         {
@@ -243,6 +276,21 @@ def search_aware(
     return summary
 
 
+def from_results(folder: Path) -> dict[str, Any]:
+    """Rewrite a finished experiment's report from its results.json, adding the truth ranker's
+    gain to runs that lack it (results from before tasks.oracle)."""
+    path = folder / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no results to re-summarise (run the experiment first)")
+    res = json.loads(path.read_text())
+    for r in res["runs"]:
+        if "truth_gain" not in r:
+            r["truth_gain"] = truth_gain(r["seed"], r["search_effect"], res["positives"])
+    return write_report(
+        folder, res["seeds"], res["epochs"], res["effect"], res["positives"], res["runs"]
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -251,8 +299,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", default=None, help="where the per-cell projects go (a temp dir)")
     ap.add_argument("--effect", type=float, default=None, help="search_effect when on (params)")
     ap.add_argument("--positives", type=int, default=10_000, help="ranked test clicks per cell")
+    ap.add_argument(
+        "--from-results",
+        action="store_true",
+        help="no training: rewrite the report from --out's results.json (adds truth gains)",
+    )
     args = ap.parse_args(argv)
-    search_aware(args.seeds, args.epochs, args.out, args.work, args.effect, args.positives)
+    if args.from_results:
+        from_results(Path(args.out))
+    else:
+        search_aware(args.seeds, args.epochs, args.out, args.work, args.effect, args.positives)
     print(json.dumps({"out": args.out}))
 
 

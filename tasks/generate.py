@@ -37,10 +37,14 @@ from tasks.schema import FEED_ITEM_TYPES, ITEM_TYPES, RAW_FILES, format_idlist
 
 INTEREST = np.array([1.0, 0.7, 0.5])
 SLOT_P = np.array([0.5, 0.3, 0.2])
+SERVE_FROM = np.array(
+    [0.45, 0.15, 0.40]
+)  # a feed impression's category: feed interests, search interests, popularity
 UPLOAD_TYPES = ("ShortImport", "LongImport", "Camera", "Web", "LongPicture")
 SEARCH_SOURCES = ("USER_INPUT", "HISTORY", "RECOMMEND_QUERY", "SUGGEST")
 TARGET_RATE_AFTER_CLICK = {"like": 0.15, "follow": 0.06, "forward": 0.06, "long_view": 0.55}
 DAY_MS = 86_400_000
+CLICK_NOISE = 0.5  # std of the feed click logit's noise
 
 
 @dataclass(frozen=True)
@@ -187,18 +191,25 @@ def _std(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / (x.std() + 1e-9)
 
 
-def generate(p: GenerateParams) -> dict[str, pl.DataFrame]:
-    """All five KuaiSAR files as frames, deterministic for `p.seed`."""
+def draw_logs(
+    p: GenerateParams,
+) -> tuple[np.random.Generator, World, np.ndarray, pl.DataFrame, pl.DataFrame]:
+    """The world, item ids, search log and feed log in index form (u, i, qcat, ...), and the
+    generator ready for the remaining draws; what `generate` writes and tasks.oracle reads."""
     rng = np.random.default_rng(p.seed)
     w = make_world(p, rng)
-    n_users, n_items = len(w.feed_cats), len(w.item_cat)
-    user_ids = np.arange(1, n_users + 1)
+    n_items = len(w.item_cat)
     item_ids = np.sort(rng.choice(20 * n_items, n_items, replace=False)) + 1
     t0, span = beijing_ms(f"{p.start} 00:00:00"), p.days * DAY_MS
-
     search = _search_log(p, w, rng, t0, span)
-    rec = _rec_log(p, w, rng, t0, span, search)
+    return rng, w, item_ids, search, _rec_log(p, w, rng, t0, span, search)
 
+
+def generate(p: GenerateParams) -> dict[str, pl.DataFrame]:
+    """All five KuaiSAR files as frames, deterministic for `p.seed`."""
+    rng, w, item_ids, search, rec = draw_logs(p)
+    t0 = beijing_ms(f"{p.start} 00:00:00")
+    user_ids = np.arange(1, len(w.feed_cats) + 1)
     rec = rec.with_columns(user_id=pl.col("u") + 1, item_id=pl.Series(item_ids).gather(rec["i"]))
     src = search.with_columns(
         user_id=pl.col("u") + 1, item_id=pl.Series(item_ids).gather(search["i"])
@@ -267,6 +278,24 @@ def _search_log(
     )
 
 
+def serving_shares(w: World, u: np.ndarray) -> np.ndarray:
+    """(n, C): the share of user u's feed impressions in each category (before search_serving):
+    SERVE_FROM's mix of their feed interests, their search interests (by SLOT_P) and popularity."""
+    out = np.broadcast_to(SERVE_FROM[2] * w.cat_pop, (len(u), len(w.cat_pop))).copy()
+    rows = np.arange(len(u))
+    for slot, share in enumerate(SLOT_P):
+        out[rows, w.feed_cats[u, slot]] += SERVE_FROM[0] * share
+        out[rows, w.search_cats[u, slot]] += SERVE_FROM[1] * share
+    return out
+
+
+def click_signal(w: World, u: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """The click logit's planted signal without the search effect: 3 * interest(user, category)
+    + 0.6 * quality + user bias; u and i of one shape."""
+    interest = ((w.feed_cats[u] == w.item_cat[i][..., None]) * INTEREST).sum(-1)
+    return 3.0 * interest + 0.6 * w.item_quality[i] + w.user_bias[u]
+
+
 def _rec_log(
     p: GenerateParams, w: World, rng: np.random.Generator, t0: int, span: int, search: pl.DataFrame
 ) -> pl.DataFrame:
@@ -281,7 +310,7 @@ def _rec_log(
     first = np.r_[True, u[1:] != u[:-1]] | (rng.random(n) < 0.35)
     t = raw_t[np.maximum.accumulate(np.where(first, np.arange(n), 0))]
     # which category the feed serves: feed interests, search interests or popularity
-    src = rng.choice(3, n, p=[0.45, 0.15, 0.40])
+    src = rng.choice(3, n, p=SERVE_FROM)
     slot = rng.choice(3, n, p=SLOT_P)
     cat = np.where(
         src == 0,
@@ -289,16 +318,15 @@ def _rec_log(
         np.where(src == 1, w.search_cats[u, slot], rng.choice(len(w.cat_pop), n, p=w.cat_pop)),
     )
     if p.search_serving > 0:  # the feed answers a recent search with its category
-        last = _last_searched(u, t, search, p.search_effect_hours)
+        last = last_searched(u, t, search, p.search_effect_hours)
         cat = np.where((rng.random(n) < p.search_serving) & (last >= 0), last, cat)
     feed_pool = np.flatnonzero(np.isin(w.item_type, FEED_ITEM_TYPES))
     i = feed_pool[_pick_in_category(rng, cat, w.item_cat[feed_pool])]
-    c = w.item_cat[i]
-    interest = ((w.feed_cats[u] == c[:, None]) * INTEREST).sum(1)
-    recent = _recently_searched(u, c, t, search, p.search_effect_hours)
-    signal = 3.0 * interest + 0.6 * w.item_quality[i] + w.user_bias[u] + p.search_effect * recent
-    logit = signal + rng.normal(0, 0.5, n)
-    click = rng.random(n) < 1 / (1 + np.exp(-(logit + _calibrate(logit, 0.5))))
+    recent = recently_searched(u, w.item_cat[i], t, search, p.search_effect_hours)
+    signal = click_signal(w, u, i) + p.search_effect * recent
+    logit = signal + rng.normal(0, CLICK_NOISE, n)
+    bias = _calibrate(logit, 0.5)
+    click = rng.random(n) < 1 / (1 + np.exp(-(logit + bias)))
     shared, rho = _std(signal), p.label_correlation
     own = {
         "like": w.author_like[w.item_author[i]] + 0.7 * w.user_taste[u],
@@ -326,6 +354,7 @@ def _rec_log(
             "follow": labels["follow"].astype(np.int8),
             "search": searched.astype(np.int8),
             "search_item_related": (searched & (rng.random(n) < 0.6)).astype(np.int8),
+            "click_bias": np.full(n, bias),  # internal, like u and i: not written
         }
     )
 
@@ -364,7 +393,7 @@ def _last_search(
     return joined.with_columns(recent=age <= hours * 3_600_000).sort("row")
 
 
-def _recently_searched(
+def recently_searched(
     u: np.ndarray, c: np.ndarray, t: np.ndarray, search: pl.DataFrame, hours: float
 ) -> np.ndarray:
     """1.0 where the user searched category c in the `hours` before t (strictly before)."""
@@ -372,7 +401,7 @@ def _recently_searched(
     return _last_search(imp, search, ["u", "cat"], hours)["recent"].to_numpy().astype(np.float64)
 
 
-def _last_searched(u: np.ndarray, t: np.ndarray, search: pl.DataFrame, hours: float) -> np.ndarray:
+def last_searched(u: np.ndarray, t: np.ndarray, search: pl.DataFrame, hours: float) -> np.ndarray:
     """The category of the user's last search in the `hours` before t (strictly before), or -1."""
     imp = pl.DataFrame({"u": u, "t": t, "row": np.arange(len(u))})
     j = _last_search(imp, search, ["u"], hours)

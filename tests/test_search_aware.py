@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import yaml
 
+import flows.search_aware as sa
 from flows.project import ROOT
 from flows.search_aware import SCENARIO, SEARCH_AWARE, cell_params, summarise, table
 
@@ -79,3 +83,45 @@ def test_cells_run_the_project_params_with_only_seed_effect_epochs_and_models_ch
     assert p["train"]["seed"] == 4 and p["train"]["epochs"] == 3
     assert p["models"] == project["models"] and p["source"] == {"kind": "kuaisar"}
     assert p["evaluate"] == project["evaluate"] | {"ranking_positives": 5000}
+
+
+def test_the_truth_rankers_gain_is_reported_next_to_each_check_when_every_run_has_it():
+    rs = runs(gain_on=0.005, gain_off=0.0, joint_diff=0.0)
+    for r in rs:
+        r["truth_gain"] = {"ndcg@10": 0.001 * r["seed"] if r["search_effect"] else 0.0}
+    s = summarise(rs)["checks"]
+    assert s["effect_on"]["truth_gain"] == [0.001, 0.002, 0.003]
+    assert s["effect_off"]["truth_gain"] == [0.0, 0.0, 0.0]
+    assert s["effect_on"]["searched"]["truth_gain"] is None  # no run has the slice's
+    text = table(summarise(rs), [1, 2, 3])
+    assert "truth ranker gains +0.0020 (per seed [0.001, 0.002, 0.003])" in text
+    del rs[0]["truth_gain"]
+    assert summarise(rs)["checks"]["effect_on"]["truth_gain"] is None
+    assert "truth ranker" not in table(summarise(runs(0.005, 0.0, 0.0)), [1, 2, 3])
+
+
+def test_from_results_rewrites_the_report_adding_only_missing_truth_gains(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="results.json"):
+        sa.from_results(tmp_path)
+    rs = runs(gain_on=0.05, gain_off=0.0, joint_diff=0.01)
+    rs[0]["truth_gain"] = {"ndcg@10": 0.5}  # already there: kept, not recomputed
+    res = {"seeds": [1, 2, 3], "epochs": 6, "effect": 1.5, "positives": 123, "runs": rs}
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    calls = []
+
+    def fake(seed, effect, positives):
+        calls.append((seed, effect, positives))
+        return {"ndcg@10": 0.01}
+
+    monkeypatch.setattr(sa, "truth_gain", fake)
+    sa.from_results(tmp_path)
+    assert sorted(calls) == sorted((r["seed"], r["search_effect"], 123) for r in rs[1:])
+    out = json.loads((tmp_path / "results.json").read_text())
+    assert out["runs"][0]["truth_gain"] == {"ndcg@10": 0.5}
+    assert out["summary"]["checks"]["effect_on"]["truth_gain"] == [0.5, 0.01, 0.01]
+    assert "exceeds the spread: yes" in (tmp_path / "table.md").read_text()
+
+
+def test_truth_gain_is_zero_on_a_cell_without_the_search_effect():
+    # the experiment's own dataset (default size, seed 2): a real redraw, seconds
+    assert sa.truth_gain(2, 0.0, 500) == {"ndcg@10": 0.0, "searched_ndcg@10": 0.0}

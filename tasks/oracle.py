@@ -1,0 +1,140 @@
+"""oracle: the built-in generator's own truth as a ranker, to bound what a user's searches can add
+to feed NDCG@10 on the ranking evaluation. Not a pipeline stage: it reads params.yaml and redraws
+the generated logs (deterministic for generate.seed), so it needs no data on disk.
+
+    python -m tasks.oracle [--positives 10000]     # prints one JSON object
+
+It follows evaluate@'s protocol: test clicks (served from split.test_start on; a seeded sample of
+`positives`) each ranked against evaluate.ranking_negatives items drawn by train popularity, never
+one the user was served (tasks.ranking.draw itself). Each candidate is scored by the generator's
+probability that the user is served it and clicks it, over the chance that the draw picks it as
+a negative (so the score is the posterior that a candidate is the clicked one):
+
+    log P(served | user, time) + log P(click | served) - log P(drawn as a negative)
+
+with the served category from generate.serving_shares (and search_serving) and the click from
+generate.click_signal plus the search effect (logistic-normal approximation for the noise). Two
+rankers differ only in what they know about searches:
+- `dynamic` knows them: the search effect on categories searched in the search_effect_hours
+  before the click, and (with search_serving) the category of the last search;
+- `static` knows every other planted preference, and for searches only each user's train-time
+  average of the same terms: about what a model without search history learns from the feed log.
+`gain` (dynamic - static) is what the planted search effect is worth on all ranked clicks to a
+model that learns everything else as well as the generator knows it. It is an expectation, not a
+theorem: a feed history can reveal a search a little (clicks right after it), and a trained model
+is not the truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tasks import generate as g
+from tasks.params import Params, beijing_ms, load_params
+from tasks.ranking import ITEM_COLUMNS, draw, ranking_metrics
+
+
+def _log_click(logit: np.ndarray) -> np.ndarray:
+    """log E[sigmoid(logit + noise)], noise ~ N(0, CLICK_NOISE^2) (probit approximation)."""
+    x = logit / np.sqrt(1 + np.pi * g.CLICK_NOISE**2 / 8)
+    return -np.logaddexp(0.0, -x)
+
+
+def _user_means(u: np.ndarray, x: np.ndarray, n_users: int) -> np.ndarray:
+    """(U, C): per user, the mean over their rows of x (n, C)."""
+    n = np.maximum(np.bincount(u, minlength=n_users), 1)
+    return np.stack([np.bincount(u, x[:, c], n_users) for c in range(x.shape[1])], 1) / n[:, None]
+
+
+def search_gain_bound(p: Params, positives: int | None = None) -> dict[str, Any]:
+    """Ranking metrics of the `dynamic` and `static` truth rankers (module docstring)."""
+    gp, e = p.generate, p.evaluate
+    positives = positives or e.ranking_positives
+    _, w, _, search, rec = g.draw_logs(gp)
+    u, i = rec["u"].to_numpy(), rec["i"].to_numpy()
+    t = rec["timestamp"].to_numpy().astype(np.int64)
+    valid_start, test_start = beijing_ms(p.split.valid_start), beijing_ms(p.split.test_start)
+    frame = pl.DataFrame(
+        {"raw_user_id": u, "click": rec["click"], **{k: i + 1 for k in ITEM_COLUMNS}}
+    )
+    c = draw(
+        frame.filter(t < valid_start),
+        frame.filter(t >= test_start),
+        frame,
+        e.ranking_negatives,
+        positives,
+        e.seed,
+    )
+    test = np.flatnonzero(t >= test_start)[c.rows]
+    items = c.fields[c.items, 0] - 1  # (P, 1 + negatives) generator item indices
+    users = np.broadcast_to(u[test][:, None], items.shape)
+    cats, times = w.item_cat[items], np.broadcast_to(t[test][:, None], items.shape)
+    n_users, n_cats = len(w.feed_cats), len(w.cat_pop)
+    hours = gp.search_effect_hours
+
+    def recent(uu: np.ndarray, cc: np.ndarray, tt: np.ndarray, within: float = hours) -> np.ndarray:
+        flat = g.recently_searched(uu.ravel(), cc.ravel(), tt.ravel(), search, within)
+        return flat.reshape(uu.shape)
+
+    # the same terms at every train impression, averaged per user: what `static` knows
+    train = np.flatnonzero(t < valid_start)
+    ut, tt = u[train], t[train]
+    every_cat = np.broadcast_to(np.arange(n_cats), (len(train), n_cats))
+    r_mean = _user_means(
+        ut,
+        recent(np.repeat(ut[:, None], n_cats, 1), every_cat, np.repeat(tt[:, None], n_cats, 1)),
+        n_users,
+    )
+
+    shares = np.take_along_axis(g.serving_shares(w, u[test]), cats, 1)
+    serve_dyn, serve_static = shares, shares
+    if gp.search_serving > 0:  # that share of impressions shows the last searched category
+        k = gp.search_serving
+        last = g.last_searched(u[test], t[test], search, hours)[:, None]
+        serve_dyn = np.where(last >= 0, (1 - k) * shares + k * (cats == last), shares)
+        last_t = g.last_searched(ut, tt, search, hours)
+        per_cat = _user_means(ut, (last_t[:, None] == np.arange(n_cats)).astype(float), n_users)
+        any_cat = _user_means(ut, (last_t >= 0)[:, None].astype(float), n_users)[:, 0]
+        serve_static = (1 - k * any_cat[users]) * shares + k * per_cat[users, cats]
+    # the feed picks uniformly inside a category; the negative draw by train popularity (a
+    # positive never served in train counts half an impression)
+    feed_items = np.isin(w.item_type, g.FEED_ITEM_TYPES)
+    in_category = np.log(np.bincount(w.item_cat[feed_items], minlength=n_cats)[cats])
+    popularity = np.bincount(i[t < valid_start], minlength=len(w.item_cat))
+    drawn = np.log(np.maximum(popularity[items], 0.5))
+    base = g.click_signal(w, users, items) + rec["click_bias"][0]
+    effect = gp.search_effect
+    click_dyn = _log_click(base + effect * recent(users, cats, times))
+    r = r_mean[users, cats]
+    click_static = np.log(
+        r * np.exp(_log_click(base + effect)) + (1 - r) * np.exp(_log_click(base))
+    )
+    dynamic = np.log(serve_dyn) - in_category + click_dyn - drawn
+    static = np.log(serve_static) - in_category + click_static - drawn
+    searched = None
+    if e.searched_hours > 0:  # evaluate@'s searched_* slice (its window, not the effect's)
+        searched = recent(users[:, :1], cats[:, :1], times[:, :1], e.searched_hours)[:, 0] > 0
+    out: dict[str, Any] = {"ranked_clicks": len(test)}
+    for name, s in (("dynamic", dynamic), ("static", static)):
+        out[name] = ranking_metrics(s)
+        if searched is not None and searched.any():
+            out[name]["searched_ndcg@10"] = ranking_metrics(s[searched])["ndcg@10"]
+    out["gain"] = {k: out["dynamic"][k] - out["static"][k] for k in out["dynamic"]}
+    out["searched_share"] = float(searched.mean()) if searched is not None else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--positives", type=int, default=None, help="ranked test clicks (params)")
+    args = ap.parse_args(argv)
+    print(json.dumps(search_gain_bound(load_params(), args.positives)))
+
+
+if __name__ == "__main__":
+    main()
