@@ -37,9 +37,8 @@ from tasks.schema import FEED_ITEM_TYPES, ITEM_TYPES, RAW_FILES, format_idlist
 
 INTEREST = np.array([1.0, 0.7, 0.5])
 SLOT_P = np.array([0.5, 0.3, 0.2])
-SERVE_FROM = np.array(
-    [0.45, 0.15, 0.40]
-)  # a feed impression's category: feed interests, search interests, popularity
+# where a feed impression's category comes from: feed interests, search interests, popularity
+SERVE_FROM = np.array([0.45, 0.15, 0.40])
 UPLOAD_TYPES = ("ShortImport", "LongImport", "Camera", "Web", "LongPicture")
 SEARCH_SOURCES = ("USER_INPUT", "HISTORY", "RECOMMEND_QUERY", "SUGGEST")
 TARGET_RATE_AFTER_CLICK = {"like": 0.15, "follow": 0.06, "forward": 0.06, "long_view": 0.55}
