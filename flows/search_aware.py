@@ -103,13 +103,19 @@ def _std(v: np.ndarray) -> float:
     return float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+def _side(runs: list[dict[str, Any]], effect_on: bool) -> list[dict[str, Any]]:
+    """The runs with the search effect on (or off), by seed."""
+    return [
+        r for r in sorted(runs, key=lambda r: r["seed"]) if (r["search_effect"] > 0) == effect_on
+    ]
+
+
 def _values(runs: list[dict[str, Any]], effect_on: bool, model: str, task_: str, k: str):
     return np.array(
         [
             r["metrics"][model][task_][k]
-            for r in sorted(runs, key=lambda r: r["seed"])
-            if (r["search_effect"] > 0) == effect_on
-            and k in r["metrics"].get(model, {}).get(task_, {})
+            for r in _side(runs, effect_on)
+            if k in r["metrics"].get(model, {}).get(task_, {})
         ]
     )
 
@@ -125,10 +131,7 @@ def _gain(runs: list[dict[str, Any]], effect_on: bool, k: str) -> dict[str, Any]
     ablation = _values(runs, effect_on, "sesrec_nosearch", "click", k)
     gain = full - ablation  # paired: the same dataset and candidates
     spread = max(_std(full), _std(ablation))
-    mine = [
-        r for r in sorted(runs, key=lambda r: r["seed"]) if (r["search_effect"] > 0) == effect_on
-    ]
-    truth = [r.get("truth_gain", {}).get(k) for r in mine]
+    truth = [r.get("truth_gain", {}).get(k) for r in _side(runs, effect_on)]
     return {
         "metric": k,
         # the generator's truth ranker, same datasets: the gain a model can be expected to reach

@@ -59,11 +59,12 @@ def search_gain_bound(p: Params, positives: int | None = None) -> dict[str, Any]
     u, i = rec["u"].to_numpy(), rec["i"].to_numpy()
     t = rec["timestamp"].to_numpy().astype(np.int64)
     valid_start, test_start = beijing_ms(p.split.valid_start), beijing_ms(p.split.test_start)
+    in_train = t < valid_start
     frame = pl.DataFrame(
         {"raw_user_id": u, "click": rec["click"], **{k: i + 1 for k in ITEM_COLUMNS}}
     )
     c = draw(
-        frame.filter(t < valid_start),
+        frame.filter(in_train),
         frame.filter(t >= test_start),
         frame,
         e.ranking_negatives,
@@ -82,9 +83,8 @@ def search_gain_bound(p: Params, positives: int | None = None) -> dict[str, Any]
         return flat.reshape(uu.shape)
 
     # the same terms at every train impression, averaged per user: what `static` knows
-    train = np.flatnonzero(t < valid_start)
-    ut, tt = u[train], t[train]
-    every_cat = np.broadcast_to(np.arange(n_cats), (len(train), n_cats))
+    ut, tt = u[in_train], t[in_train]
+    every_cat = np.broadcast_to(np.arange(n_cats), (len(ut), n_cats))
     r_mean = _user_means(
         ut,
         recent(np.repeat(ut[:, None], n_cats, 1), every_cat, np.repeat(tt[:, None], n_cats, 1)),
@@ -99,13 +99,13 @@ def search_gain_bound(p: Params, positives: int | None = None) -> dict[str, Any]
         serve_dyn = np.where(last >= 0, (1 - k) * shares + k * (cats == last), shares)
         last_t = g.last_searched(ut, tt, search, hours)
         per_cat = _user_means(ut, (last_t[:, None] == np.arange(n_cats)).astype(float), n_users)
-        any_cat = _user_means(ut, (last_t >= 0)[:, None].astype(float), n_users)[:, 0]
+        any_cat = per_cat.sum(1)  # the share of impressions with a recent search at all
         serve_static = (1 - k * any_cat[users]) * shares + k * per_cat[users, cats]
     # the feed picks uniformly inside a category; the negative draw by train popularity (a
     # positive never served in train counts half an impression)
     feed_items = np.isin(w.item_type, g.FEED_ITEM_TYPES)
     in_category = np.log(np.bincount(w.item_cat[feed_items], minlength=n_cats)[cats])
-    popularity = np.bincount(i[t < valid_start], minlength=len(w.item_cat))
+    popularity = np.bincount(i[in_train], minlength=len(w.item_cat))
     drawn = np.log(np.maximum(popularity[items], 0.5))
     base = g.click_signal(w, users, items) + rec["click_bias"][0]
     effect = gp.search_effect
