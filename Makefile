@@ -13,7 +13,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup browser run test lint format repro bench bench-data synthetic search-aware remote dashboard serve clean
+.PHONY: setup browser run test test-fast lint format repro bench bench-data synthetic search-aware remote dashboard serve clean
 
 PORT       ?= 4200
 DVC_REMOTE ?= $(abspath ..)/sarflow-dvc-remote
@@ -52,6 +52,9 @@ format: setup
 test: lint browser    ## the whole suite (pytest's "no tests ran" exit 5 fails too)
 	$(PY) -m pytest -q
 
+test-fast: lint       ## the unit tier for the edit loop (no end-to-end runs; a few minutes)
+	$(PY) -m pytest -q -m "not slow"
+
 bench: setup          ## training speed against DeepCTR-Torch and torch-rechub (BENCHMARKS.md)
 	$(PY) -m pip install --quiet --no-deps deepctr-torch==0.3.0 torch-rechub==0.9.0
 	$(PY) bench/train_speed.py
@@ -60,10 +63,10 @@ bench-data: setup     ## validate + split + features at 1M, 5M, 20M actions (BEN
 	$(PY) bench/data_speed.py
 
 synthetic: setup      ## the MMoE paper's synthetic experiment -> reports/synthetic/ (~5 min)
-	$(PY) -m flows.synthetic
+	$(PY) -m flows.experiments.synthetic
 
 search-aware: setup   ## SESRec vs its ablations, joint vs per-scenario, over seeds -> reports/search_aware/
-	$(PY) -m flows.search_aware
+	$(PY) -m flows.experiments.search_aware
 
 remote: setup         ## default DVC remote: a local folder outside the repo (DVC_REMOTE=... for any URL)
 	$(VENV)/bin/dvc remote add --local --default --force sarflow $(DVC_REMOTE)

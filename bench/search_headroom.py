@@ -34,10 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks import ranking  # noqa: E402
-from tasks.params import load_params  # noqa: E402
-from tasks.tensors import load_histories, read_spec, scenario_samples  # noqa: E402
-from tasks.train import load_checkpoint  # noqa: E402
+from tasks.config.params import load_params  # noqa: E402
+from tasks.evaluation import ranking  # noqa: E402
+from tasks.training.checkpoint import load_checkpoint  # noqa: E402
+from tasks.training.tensors import load_histories, read_spec, scenario_samples  # noqa: E402
 
 
 def ndcg10(s: np.ndarray, rows: np.ndarray) -> float:
@@ -63,17 +63,16 @@ def main(argv: list[str] | None = None) -> None:
     if e.searched_hours <= 0:
         raise SystemExit("evaluate.searched_hours is 0: set the recency window to split by")
     spec = read_spec(feats)
-    c, fields = ranking.ranked_candidates(feats, e.ranking_negatives, e.ranking_positives, e.seed)
-    cols = [fields.index(k) for k in ranking.ITEM_COLUMNS]
+    c = ranking.ranked_candidates(feats, e.ranking_negatives, e.ranking_positives, e.seed)
     hist = load_histories(feats, spec, "cpu")
     # the models' inputs only (scores never read labels): one load serves every model
     test = scenario_samples(feats, "test", spec, "feed", ["click"], "cpu")
     scores = {}
     for m in args.models:
         model, config = load_checkpoint(p.paths.artifacts / m / "model.pt")
-        scores[m] = ranking.scores(model, test, hist, c, cols, config["tasks"].index("click"))
+        scores[m] = ranking.scores(model, test, hist, c, spec, config["tasks"].index("click"))
     cats = ranking.searched_categories(test, hist, c.rows, e.searched_hours)
-    cand = torch.from_numpy(c.fields[c.items, ranking.ITEM_COLUMNS.index("cat1")])
+    cand = torch.from_numpy(c.fields["cat1"].to_numpy()[c.items])
     hot = ranking.among_searched(cats, cand).numpy()
     in_slice = hot[:, 0]
     base = args.models[-1]

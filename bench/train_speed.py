@@ -58,10 +58,16 @@ def run_sarflow(model: str, a: argparse.Namespace, data: tuple) -> dict:
     import torch
 
     from models.embedding import EmbeddingSpec
-    from models.multitask import MultiTaskModel
-    from tasks.engine import EngineOptions, bf16_supported, fit, predict, use_sparse_embeddings
-    from tasks.metrics import auc
-    from tasks.tensors import Samples
+    from models.registry import build_model
+    from tasks.evaluation.metrics import auc
+    from tasks.training.engine import (
+        EngineOptions,
+        bf16_supported,
+        fit,
+        predict,
+        use_sparse_embeddings,
+    )
+    from tasks.training.tensors import Samples
 
     torch.manual_seed(0)
     device = torch.device(a.device)
@@ -84,7 +90,7 @@ def run_sarflow(model: str, a: argparse.Namespace, data: tuple) -> dict:
     }[model]
     bf16 = a.precision == "bf16" or (a.precision == "auto" and bf16_supported(device))
     sparse = use_sparse_embeddings(a.embeddings, sum(VOCABS), distributed=False)
-    net = MultiTaskModel(spec, model, len(TASKS), cfg, sparse=sparse).to(device)
+    net = build_model(spec, {"kind": model, **cfg}, len(TASKS), sparse=sparse).to(device)
     train, test = samples(xs, xd, y), samples(ts, td, ty)
     opts = EngineOptions(
         epochs=a.epochs, patience=a.epochs, batch_size=a.batch, lr=1e-3, bf16=bf16, sparse=sparse
@@ -110,7 +116,7 @@ def run_deepctr(model: str, a: argparse.Namespace, data: tuple) -> dict:
     from deepctr_torch.inputs import DenseFeat, SparseFeat
     from deepctr_torch.models import MMOE, PLE, SharedBottom
 
-    from tasks.metrics import auc
+    from tasks.evaluation.metrics import auc
 
     torch.manual_seed(0)
     (xs, xd, y), (ts, td, ty) = data

@@ -33,7 +33,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from tasks.params import load_params
+from tasks.config.models import load_checked
+from tasks.config.params import load_params
 from tasks.report import PICTURES
 from tasks.validate import FAILED_REPORT, REPORT
 
@@ -277,7 +278,7 @@ def push(root: str) -> None:
 def pipeline(root: str = ".", push_to_remote: bool = False) -> list[dict[str, Any]]:
     """Run every DVC stage group in order; publish validation and metrics artifacts."""
     project = Path(root).resolve()
-    reports = project / load_params(project / "params.yaml").paths.reports
+    reports = project / load_checked(project / "params.yaml").paths.reports
     with pipeline_lock(project):
         for group, stages in stage_groups(project):
             try:

@@ -1,6 +1,6 @@
 """A throw-away copy of the project (code, dvc.yaml, given params) as a fresh git + DVC repo.
 
-Used by experiments that run the real pipeline on other data (flows/search_aware.py) and by the
+Used by experiments that run the real pipeline on other data (flows/experiments/search_aware.py) and by the
 tests (tests/conftest.py)."""
 
 from __future__ import annotations

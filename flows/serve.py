@@ -17,7 +17,7 @@ from pathlib import Path
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from flows.pipeline import pipeline
-from tasks.params import load_params
+from tasks.config.params import load_params
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,9 +6,13 @@ With `one_gate=True` it is the paper's OMoE baseline: a single gate shared by al
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
+from models.config import ModelConfig
 from models.layers import Experts, Towers
 
 
@@ -42,3 +46,15 @@ class MMoE(nn.Module):
         e = self.experts(x)  # (E, B, D)
         mixed = torch.einsum("bte,ebd->tbd", self.gate_weights(x).to(e.dtype), e)  # (T, B, D)
         return self.towers(mixed)
+
+
+class MMoEConfig(ModelConfig):
+    kind: Literal["mmoe", "omoe"]  # omoe: one gate shared by all tasks (the paper's baseline)
+    n_experts: int = Field(4, ge=1, le=64)
+    expert: list[PositiveInt] = [256, 128]
+    tower: list[PositiveInt] = [64]
+
+    def head(self, in_dim: int, n_tasks: int) -> nn.Module:
+        return MMoE(
+            in_dim, n_tasks, self.n_experts, self.expert, self.tower, one_gate=self.kind == "omoe"
+        )

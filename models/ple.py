@@ -8,9 +8,13 @@ level run as one batched matmul."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
+from models.config import ModelConfig
 from models.layers import Experts, Gate, Towers
 
 Inputs = tuple[Tensor, ...]  # one (B, D) tensor per task, then the shared one
@@ -108,3 +112,17 @@ class PLE(nn.Module):
         for level in self.levels:
             h = level(h)
         return self.towers(torch.stack(h))  # (T, B, D) -> (B, T)
+
+
+class PLEConfig(ModelConfig):
+    kind: Literal["ple"]
+    n_levels: int = Field(2, ge=1, le=8)
+    n_shared: int = Field(1, ge=0, le=64)
+    n_specific: int = Field(1, ge=1, le=64)
+    expert: list[PositiveInt] = [256, 128]
+    tower: list[PositiveInt] = [64]
+
+    def head(self, in_dim: int, n_tasks: int) -> nn.Module:
+        return PLE(
+            in_dim, n_tasks, self.n_levels, self.n_shared, self.n_specific, self.expert, self.tower
+        )

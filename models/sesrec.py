@@ -6,7 +6,7 @@ What is kept from the paper, on sarflow's inputs (the features stage's histories
 - two small Transformer encoders: one over the feed history (clicked items), one over the search
   history (one step per search session: its query words plus the item it led to, its first click
   or else its first shown item); with `time_gaps`, each step also carries its age at the sample's
-  time (bucketed, tasks.features.AGE_HOURS), so "searched this category yesterday" differs from
+  time (bucketed, tasks.kuaisar.spec.AGE_HOURS), so "searched this category yesterday" differs from
   "a month ago" (an addition to the paper, whose encoders see order only);
 - an InfoNCE loss aligning each query with its item (in-batch negatives);
 - co-attention between the two encoded histories: each step gets a similarity score to the other
@@ -25,16 +25,18 @@ sees no search behaviour at all.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Literal
 
 import torch
+from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from models.config import ConfigError, ModelConfig
 from models.embedding import EmbeddingSpec, FeatureEmbedding
 from models.layers import MLP, Towers
 
-# the features stage's sequences this model reads, by name (see tasks.features.SEQUENCES)
+# the features stage's sequences this model reads, by name (see tasks.kuaisar.spec.FIELDS)
 REC_ITEM, REC_CAT, REC_AGE, SRC_ITEM, SRC_CAT, SRC_AGE, SRC_WORD = (
     "rec_hist_item",
     "rec_hist_cat1",
@@ -111,33 +113,57 @@ class CoAttention(nn.Module):
         return r_score, s_score
 
 
-@dataclasses.dataclass(frozen=True)
-class SESRecOptions:
-    """The model's params section (defaults and bounds live in tasks.params.SESRecParams)."""
+class SESRecConfig(ModelConfig):
+    """SESRec's options: feed and search histories through Transformer encoders, query and item
+    aligned (InfoNCE), histories split into similar/dissimilar interests (triplet)."""
 
-    search_history: bool
-    disentangle: bool
-    time_gaps: bool
-    n_layers: int
-    n_heads: int
-    dropout: float
-    bottom: tuple[int, ...]
-    tower: tuple[int, ...]
-    contrastive_weight: float
-    triplet_weight: float
-    temperature: float
-    margin: float
-    max_contrastive_pairs: int
+    kind: Literal["sesrec"]
+    # trained on the ranking task with weight decay: it overfits without it (BENCHMARKS.md)
+    sampled_negatives: int = Field(1, ge=0, le=100)
+    weight_decay: float | None = Field(0.001, ge=0)
+    search_history: bool = True  # false: the ablation without search history
+    disentangle: bool = True  # false: the ablation without the similar/dissimilar split
+    time_gaps: bool = True  # each history step carries its age at the sample's time
+    n_layers: int = Field(1, ge=1, le=8)  # Transformer layers of each encoder
+    n_heads: int = Field(2, ge=1, le=16)  # must divide 2 * train.embed_dim
+    dropout: float = Field(0.0, ge=0, lt=1)  # in the encoders (slow on CPU: 0 by default)
+    bottom: list[PositiveInt] = [256, 128]
+    tower: list[PositiveInt] = [64]
+    contrastive_weight: float = Field(0.02, ge=0)  # weight of the query-item InfoNCE loss
+    triplet_weight: float = Field(0.02, ge=0)  # weight of the similar/dissimilar triplet loss
+    temperature: float = Field(0.1, gt=0)  # InfoNCE temperature
+    margin: float = Field(0.5, ge=0)  # triplet margin (on unit vectors)
+    max_contrastive_pairs: int = Field(1024, ge=2)  # query-item pairs per batch in the InfoNCE
 
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> SESRecOptions:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in fields}
-        return cls(**kw)
+    @model_validator(mode="after")
+    def _ablation(self) -> SESRecConfig:
+        if self.disentangle and not self.search_history:
+            raise ValueError(
+                "disentangle splits feed and search history into similar/dissimilar interests, "
+                "so it needs search_history: true (set disentangle: false for the no-search ablation)"
+            )
+        return self
+
+    def check(self, embed_dim: int, histories: bool) -> None:
+        super().check(embed_dim, histories)
+        if not histories:
+            raise ConfigError(
+                "kind",
+                "sesrec, which reads feed and search histories: that needs source.kind kuaisar "
+                "(a declared table has no histories)",
+            )
+        if (2 * embed_dim) % self.n_heads:
+            raise ConfigError(
+                "n_heads",
+                f"{self.n_heads} must divide its item width 2 * train.embed_dim = {2 * embed_dim}",
+            )
+
+    def build(self, spec: EmbeddingSpec, n_tasks: int, sparse: bool) -> nn.Module:
+        return SESRec(spec, n_tasks, self, sparse)
 
 
 class SESRec(nn.Module):
-    def __init__(self, spec: EmbeddingSpec, n_tasks: int, cfg: dict[str, Any], sparse: bool):
+    def __init__(self, spec: EmbeddingSpec, n_tasks: int, cfg: SESRecConfig, sparse: bool):
         super().__init__()
         names = {s.name for s in spec.sequences}
         needed = {REC_ITEM, REC_CAT, REC_AGE, SRC_ITEM, SRC_CAT, SRC_AGE, SRC_WORD}
@@ -146,7 +172,7 @@ class SESRec(nn.Module):
                 f"sesrec reads the feed and search histories ({sorted(needed)}); these features "
                 f"have {sorted(names) or 'none'} (a declared table has no histories)"
             )
-        self.o = o = SESRecOptions.from_config(cfg)
+        self.o = o = cfg
         self.seq_pos = {s.name: k for k, s in enumerate(spec.sequences)}
         # the sample's own fields, without the pooled histories of the other models
         self.fields = FeatureEmbedding(dataclasses.replace(spec, sequences=()), sparse=sparse)

@@ -1,1 +1,2 @@
-"""Pipeline stages: one module per DVC stage, each with a pure function and a `main`."""
+"""Pipeline stages, one module per DVC stage (a thin main over pure functions); what they share
+lives in the subpackages kuaisar, table, training, evaluation, config and io."""

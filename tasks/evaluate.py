@@ -10,10 +10,13 @@ import numpy as np
 import torch
 
 from models.multitask import MultiTaskModel
-from tasks.io import write_json_atomic
-from tasks.metrics import task_metrics
-from tasks.params import load_params
-from tasks.tensors import (
+from tasks.config.params import load_params
+from tasks.evaluation import ranking
+from tasks.evaluation.metrics import task_metrics
+from tasks.io.atomic import write_json_atomic
+from tasks.training.checkpoint import load_checkpoint, resolve_device
+from tasks.training.engine import predict
+from tasks.training.tensors import (
     Histories,
     Samples,
     load_histories,
@@ -23,7 +26,6 @@ from tasks.tensors import (
     scenario_samples,
     task_types,
 )
-from tasks.train import load_checkpoint, predict, resolve_device
 
 
 def roc_points(y: np.ndarray, p: np.ndarray, n: int = 200) -> dict[str, list[float]]:
@@ -45,29 +47,26 @@ def gate_use(
     model: MultiTaskModel, s: Samples, h: Histories | None, n: int = 16384
 ) -> list[list[list[float]]]:
     """Mean gate weight per level, task and expert on the first `n` test samples ([] if no gates)."""
-    head = getattr(model, "head", None)  # single_task baselines have no shared head
+    head = getattr(model.net, "head", None)  # single_task and sesrec have no shared head
     if not hasattr(head, "mean_gate_weights"):
         return []
     idx = torch.arange(min(n, len(s)), device=s.sparse.device)
-    x = model.embedding(*make_batch(s, h, idx))
+    x = model.net.embedding(*make_batch(s, h, idx))
     return [w.float().cpu().numpy().round(5).tolist() for w in head.mean_gate_weights(x)]
 
 
 def feed_ranking(
     model: MultiTaskModel, feats: Path, test: Samples, hist: Histories | None, task: int, e: Any
 ) -> dict[str, float]:
-    """HR/NDCG/MRR of the test clicks against sampled negatives (tasks.ranking), overall and
+    """HR/NDCG/MRR of the test clicks against sampled negatives (tasks.evaluation.ranking), overall and
     (searched_*) on the clicks on a category searched in the last `e.searched_hours`."""
-    from tasks import ranking
-
-    c, fields = ranking.ranked_candidates(feats, e.ranking_negatives, e.ranking_positives, e.seed)
-    cols = [fields.index(k) for k in ranking.ITEM_COLUMNS]
-    s = ranking.scores(model, test, hist, c, cols, task)
+    spec = read_spec(feats)
+    c = ranking.ranked_candidates(feats, e.ranking_negatives, e.ranking_positives, e.seed)
+    s = ranking.scores(model, test, hist, c, spec, task)
     out = ranking.ranking_metrics(s)
     if e.searched_hours > 0 and hist is not None:
-        searched = ranking.recently_searched(
-            test, hist, c.rows, fields.index("cat1"), e.searched_hours
-        )
+        cat = list(spec["sparse"]).index("cat1")
+        searched = ranking.recently_searched(test, hist, c.rows, cat, e.searched_hours)
         out |= ranking.sliced_metrics(s, searched, "searched")
     return out
 

@@ -15,32 +15,27 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.io import atomic_dir, write_json_atomic
-from tasks.params import FeaturesParams, load_params
-from tasks.progress import progress
-from tasks.schema import polars_schema
-from tasks.split import PARTS, REC_LABELS
+from tasks.config.params import FeaturesParams, load_params
+from tasks.io.atomic import atomic_dir, write_json_atomic
+from tasks.io.progress import progress
+from tasks.kuaisar.schema import polars_schema
+from tasks.kuaisar.spec import (
+    AGE_HOURS,
+    DENSE,
+    FEED_LABELS,
+    FIELD,
+    FIELDS,
+    ITEM_SIDE,
+    PARTS,
+    SEQUENCES,
+    SPARSE,
+)
 
-USER_FIELDS = ("search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2")
-ITEM_FIELDS = ("author_id", "cat1", "cat2", "item_type", "upload_type")
-# sparse fields of a sample, in the order of the model's input columns
-SPARSE = ("user_id", "item_id", *ITEM_FIELDS, *USER_FIELDS)
-DENSE = ("log_duration",)
-# sequences: name -> (vocabulary it indexes, sparse field it is compared with, or None)
-SEQUENCES = {
-    "rec_hist_item": ("item_id", "item_id"),
-    "rec_hist_cat1": ("cat1", "cat1"),
-    "src_hist_item": ("item_id", "item_id"),
-    "src_hist_cat1": ("cat1", "cat1"),
-    "src_hist_word": ("word", None),
-    "rec_hist_age": ("age", None),
-    "src_hist_age": ("age", None),
-    "query_word": ("word", "cat1"),  # a search sample's own query (empty for feed samples)
-}
-# a history event's age at the sample's time, in buckets with these upper edges (hours; the
-# last bucket is everything older); 0 is padding. tasks.tensors.make_batch computes them.
-AGE_HOURS = (1, 3, 6, 12, 24, 36, 48, 72, 120, 168, 336, 720)
 HIST_COLS = ("rec_hist_start", "rec_hist_len", "src_hist_start", "src_hist_len")
+# sparse fields read from item_features.csv / user_features.csv (item_id, user_id are the keys)
+ITEM_SPARSE = tuple(f.name for f in FIELDS if f.side == "item" and f.kind == "sparse")
+USER_SPARSE = tuple(f.name for f in FIELDS if f.side == "user" and f.kind == "sparse")
+ITEM_DENSE = tuple(f.name for f in FIELDS if f.side == "item" and f.kind == "dense")
 
 
 def fit_vocab(values: pl.Series, min_count: int) -> pl.DataFrame:
@@ -59,52 +54,62 @@ def encoded(expr: pl.Expr, vocab: pl.DataFrame) -> pl.Expr:
 
 
 def item_table(raw: Path) -> pl.DataFrame:
-    """item_id and the item fields the models use."""
+    """item_id and the item-side sparse fields (FIELDS' sources in item_features.csv)."""
+    cols = [pl.col(FIELD[n].source).alias(n) for n in ITEM_SPARSE if n != "item_id"]
     return (
         pl.scan_csv(raw / "item_features.csv", schema=polars_schema("item_features.csv"))
-        .select(
-            "item_id",
-            "author_id",
-            pl.col("first_level_category_id").alias("cat1"),
-            pl.col("second_level_category_id").alias("cat2"),
-            "item_type",
-            "upload_type",
-        )
+        .select("item_id", *cols)
         .collect()
     )
 
 
 def user_table(raw: Path) -> pl.DataFrame:
+    """user_id and the user-side sparse fields (FIELDS' sources in user_features.csv)."""
+    cols = [pl.col(FIELD[n].source).alias(n) for n in USER_SPARSE if n != "user_id"]
     schema = polars_schema("user_features.csv")
-    return pl.read_csv(raw / "user_features.csv", schema=schema)
+    return pl.read_csv(raw / "user_features.csv", schema=schema).select("user_id", *cols)
+
+
+def item_attributes(rec: pl.LazyFrame) -> pl.LazyFrame:
+    """item_id and the raw value of every item-side dense field, one row per item, from the feed
+    log (an attribute of the item, e.g. its duration): every sample of an item, feed or search,
+    and every ranking candidate carries the item's own value."""
+    values = [FIELD[n].expr().alias(n) for n in ITEM_DENSE]  # type: ignore[misc]
+    return rec.select("item_id", *values).group_by("item_id").agg(pl.col(ITEM_DENSE).min())
 
 
 @dataclass(frozen=True)
 class Fitted:
-    """What is learned from the train part: vocabularies and the dense feature's scaling."""
+    """What is learned from the train part: vocabularies and each dense field's (mean, std)."""
 
     vocabs: dict[str, pl.DataFrame]
-    mean: float
-    std: float
+    stats: dict[str, tuple[float, float]]
 
 
-def _with_sides(lf: pl.LazyFrame, items: pl.DataFrame, users: pl.DataFrame) -> pl.LazyFrame:
+def _with_sides(lf: pl.LazyFrame, items: pl.LazyFrame, users: pl.DataFrame) -> pl.LazyFrame:
+    """A sample frame joined with its item's fields (sparse and dense) and its user's."""
     lf = lf.drop("item_type", strict=False)  # item_features.csv is the one source of it
-    lf = lf.join(items.lazy(), on="item_id", how="left", maintain_order="left")
+    lf = lf.join(items, on="item_id", how="left", maintain_order="left")
     return lf.join(users.lazy(), on="user_id", how="left", maintain_order="left")
+
+
+def item_sides(items: pl.DataFrame, attributes: pl.LazyFrame) -> pl.LazyFrame:
+    """Every item-side field of each item: item_features' columns and the dense attributes."""
+    return items.lazy().join(attributes, on="item_id", how="left")
 
 
 def fit(
     rec_train: pl.LazyFrame,
     src_train: pl.LazyFrame,
-    items: pl.DataFrame,
+    items: pl.LazyFrame,
     users: pl.DataFrame,
     p: FeaturesParams,
 ) -> Fitted:
-    """Vocabularies of every sparse field and of query words, from train rows only."""
+    """Vocabularies of every sparse field and of query words, and the scaling of every dense
+    field (over the feed's train rows), from train rows only. `items`: `item_sides`."""
     train = pl.concat(
         [
-            _with_sides(lf.select("user_id", "item_id"), items, users)
+            _with_sides(lf.select("user_id", "item_id"), items, users).select(SPARSE)
             for lf in (rec_train, src_train)
         ]
     ).collect(engine="streaming")
@@ -112,21 +117,24 @@ def fit(
     del train
     words = src_train.select(pl.col("keyword").explode().alias("word")).collect(engine="streaming")
     vocabs["word"] = fit_vocab(words["word"], p.min_count)
-    log_dur = rec_train.select(((pl.col("duration_ms") / 1000).log1p()).alias("d")).collect(
-        engine="streaming"
-    )["d"]
-    mean, std = float(log_dur.mean() or 0.0), float(log_dur.std() or 1.0) or 1.0
-    return Fitted(vocabs, mean, std)
+    dense = (
+        rec_train.select("item_id")
+        .join(items.select("item_id", *DENSE), on="item_id", how="left")
+        .select(DENSE)
+        .collect(engine="streaming")
+    )
+    stats = {c: (float(dense[c].mean() or 0.0), float(dense[c].std() or 1.0) or 1.0) for c in DENSE}
+    return Fitted(vocabs, stats)
 
 
 def encode(
-    name: str, lf: pl.LazyFrame, f: Fitted, items: pl.DataFrame, users: pl.DataFrame
+    name: str, lf: pl.LazyFrame, f: Fitted, items: pl.LazyFrame, users: pl.DataFrame
 ) -> pl.LazyFrame:
     """The encoded form of split file `name` (rec_train, ..., src_history), row order kept."""
     v = f.vocabs
     if name in ("rec_history", "src_history"):
         hist = lf.join(
-            items.lazy().select("item_id", "cat1"), on="item_id", how="left", maintain_order="left"
+            items.select("item_id", "cat1"), on="item_id", how="left", maintain_order="left"
         )
         cols = [
             encoded(pl.col("item_id"), v["item_id"]).alias("item"),
@@ -137,12 +145,15 @@ def encode(
             cols.append(pl.col("keyword").list.eval(encoded(pl.element(), v["word"])).alias("word"))
         return hist.select(cols)
     rec = name.startswith("rec_")
-    labels = list(REC_LABELS) if rec else ["click"]
-    dense = ((pl.col("duration_ms") / 1000).log1p() - f.mean) / f.std if rec else pl.lit(0.0)
-    out = _with_sides(lf, items, users).select(
+    labels = list(FEED_LABELS) if rec else ["click"]  # a search sample's label column: click
+    dense = [
+        ((pl.col(c) - f.stats[c][0]) / f.stats[c][1]).fill_null(0.0).cast(pl.Float32).alias(c)
+        for c in DENSE
+    ]  # an item without a value (seen only in search) gets the mean
+    out = _with_sides(lf.drop(DENSE, strict=False), items, users).select(
         pl.col("user_id").alias("raw_user_id"),
         *[encoded(pl.col(c), v[c]).alias(c) for c in SPARSE],
-        dense.cast(pl.Float32).alias("log_duration"),
+        *dense,
         *[pl.col(c).cast(pl.Float32) for c in labels],
         *HIST_COLS,
         "timestamp",
@@ -159,12 +170,13 @@ def make_spec(
         "dense": list(DENSE),
         "extra_tables": {"word": len(f.vocabs["word"]) + 1, "age": len(AGE_HOURS) + 2},
         "age_hours": list(AGE_HOURS),
-        "sequences": {k: {"table": t, "target": tgt} for k, (t, tgt) in SEQUENCES.items()},
-        "rec_tasks": list(REC_LABELS),
+        "sequences": {s.name: {"table": s.vocab, "target": s.target} for s in SEQUENCES},
+        "item_side": list(ITEM_SIDE),  # what a ranking candidate takes from its own item
+        "rec_tasks": list(FEED_LABELS),
         "history_len": p.history_len,
         "search_history_len": p.search_history_len,
         "max_query_words": max(1, max_query_words),
-        "dense_stats": {"log_duration": {"mean": f.mean, "std": f.std}},
+        "dense_stats": {c: {"mean": m, "std": s} for c, (m, s) in f.stats.items()},
         "rows": rows,
     }
 
@@ -174,6 +186,8 @@ def build_features(
 ) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame], dict[str, object]]:
     """Pure, in memory: split frames (rec_train, ..., src_history) -> encoded frames, vocabs,
     spec. `main` does the same file by file, streaming, so memory stays bounded."""
+    rec = pl.concat([split[f"rec_{part}"].lazy() for part in PARTS])
+    items = item_sides(items, item_attributes(rec))
     f = fit(split["rec_train"].lazy(), split["src_train"].lazy(), items, users, p)
     out = {
         name: encode(name, split[name].lazy(), f, items, users).collect() for name in SPLIT_FILES
@@ -254,8 +268,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"features: table, vocabularies {spec['sparse']} -> {params.paths.features}/")
         return
     raw = params.paths.source
-    items, users = item_table(raw), user_table(raw)
     scan = {k: pl.scan_parquet(split / f"{k}.parquet") for k in SPLIT_FILES}
+    attributes = item_attributes(pl.concat([scan[f"rec_{part}"] for part in PARTS])).collect()
+    items, users = item_sides(item_table(raw), attributes.lazy()), user_table(raw)
     f = fit(scan["rec_train"], scan["src_train"], items, users, params.features)
     rows: dict[str, int] = {}
     with atomic_dir(params.paths.features) as tmp:

@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from tasks.io import write_json_atomic, write_text_atomic
-from tasks.metrics import score
-from tasks.params import SEARCH_TASK, load_params
+from tasks.config.params import load_params
+from tasks.evaluation.metrics import score
+from tasks.io.atomic import write_json_atomic, write_text_atomic
+from tasks.kuaisar.spec import SEARCH_TASK
 
 # those a task has: binary or regression, and ranking with sampled negatives (feed clicks)
 METRICS = (
@@ -23,7 +24,7 @@ METRICS = (
     "ndcg@5",
     "ndcg@10",
     "mrr",
-    "searched_hr@10",  # the clicks on a category searched just before (tasks.ranking)
+    "searched_hr@10",  # the clicks on a category searched just before (tasks.evaluation.ranking)
     "searched_ndcg@10",
 )
 LOWER_IS_BETTER = {"logloss", "mse"}
@@ -136,8 +137,8 @@ def draw_pictures(
     evals: dict[str, dict],
     tasks: list[str],
 ) -> None:
-    """The report's PNG figures (see tasks.plots), from what train and evaluate wrote."""
-    from tasks import plots
+    """The report's PNG figures (see tasks.evaluation.plots), from what train and evaluate wrote."""
+    from tasks.evaluation import plots
 
     curves = {m: json.loads((artifacts / m / "curve.json").read_text())["curve"] for m in metrics}
     plots.roc(evals, metrics, tasks, reports / "roc.png")

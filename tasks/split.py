@@ -6,9 +6,9 @@ that happened strictly before it (as SESRec stores histories). Served-time ties 
 (user, timestamp, row in the file), so the result is deterministic, and a sample never sees an
 event with its own timestamp, its own click included.
 
-Long view follows the release's valid-play rule: playing_time >= duration when duration <= 7 s,
-else playing_time > 7 s. `search_item_related` is not used (it only means something where
-search = 1), nor is social_network.csv.
+Labels are derived as tasks.kuaisar.spec.LABELS declares them (long view follows the release's
+valid-play rule). `search_item_related` is not used (it only means something where search = 1),
+nor is social_network.csv.
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.io import atomic_dir, write_json_atomic
-from tasks.params import Params, SplitParams, beijing_ms, load_params
-from tasks.schema import parse_idlist, polars_schema
-
-PARTS = ("train", "valid", "test")
-REC_LABELS = ("click", "long_view", "like", "follow", "forward")
-VALID_PLAY_MS = 7_000
+from tasks.config.params import Params, SplitParams, beijing_ms, load_params
+from tasks.io.atomic import atomic_dir, write_json_atomic
+from tasks.kuaisar.schema import parse_idlist, polars_schema
+from tasks.kuaisar.spec import FEED_LABELS, LABEL, PARTS, SEARCH_TASK
 
 
 @dataclass(frozen=True)
@@ -39,16 +36,6 @@ class Splits:
 def read_raw(raw: Path, name: str) -> pl.LazyFrame:
     """A raw KuaiSAR file with its contract types, plus its row number in the file."""
     return pl.scan_csv(raw / name, schema=polars_schema(name)).with_row_index("row")
-
-
-def long_view() -> pl.Expr:
-    dur, play = pl.col("duration_ms"), pl.col("playing_time")
-    return (
-        pl.when(dur <= VALID_PLAY_MS)
-        .then(play >= dur)
-        .otherwise(play > VALID_PLAY_MS)
-        .cast(pl.Int8)
-    )
 
 
 def _part(p: SplitParams) -> pl.Expr:
@@ -95,14 +82,18 @@ def attach_history(samples: pl.LazyFrame, events: pl.LazyFrame, name: str) -> pl
 
 def split_logs(rec: pl.LazyFrame, src: pl.LazyFrame, p: SplitParams) -> Splits:
     """Pure: raw feed and search logs (with `row`) in, samples and flat histories out."""
-    rec = rec.with_columns(pl.col("timestamp").cast(pl.Int64), long_view().alias("long_view"))
+    rec = rec.with_columns(
+        pl.col("timestamp").cast(pl.Int64), *[LABEL[n].expr().alias(n) for n in FEED_LABELS]
+    )
     rec_history = (
         rec.filter(pl.col("click") == 1)
         .select("user_id", "item_id", "timestamp", "row")
         .sort("user_id", "timestamp", "row")
         .drop("row")
     )
-    src = src.rename({"search_session_timestamp": "timestamp", "click_cnt": "click"}).with_columns(
+    # a search sample's label is stored as `click` (tensors load it as search_click)
+    src = src.rename({"search_session_timestamp": "timestamp"}).with_columns(
+        LABEL[SEARCH_TASK].expr().alias("click"),
         pl.col("timestamp").cast(pl.Int64),
         parse_idlist("keyword").list.head(p.max_query_words).alias("keyword"),
     )
@@ -130,7 +121,7 @@ def split_logs(rec: pl.LazyFrame, src: pl.LazyFrame, p: SplitParams) -> Splits:
         out = attach_history(out, src_history, "src_hist")
         return out.with_columns(_part(p).alias("part")).sort("row").drop("row").collect()
 
-    rec_cols = ["user_id", "item_id", "timestamp", "duration_ms", *REC_LABELS]
+    rec_cols = ["user_id", "item_id", "timestamp", "duration_ms", *FEED_LABELS]
     src_cols = [
         "user_id",
         "search_session_id",
@@ -156,7 +147,7 @@ def summary(s: Splits) -> dict[str, object]:
         return {r["part"]: {k: v for k, v in r.items() if k != "part"} for r in g.to_dicts()}
 
     return {
-        "rec": per_part(s.rec, list(REC_LABELS)),
+        "rec": per_part(s.rec, list(FEED_LABELS)),
         "search": per_part(s.src, ["click"]),
         "rec_history_events": len(s.rec_history),
         "search_history_sessions": len(s.src_history),
@@ -165,7 +156,7 @@ def summary(s: Splits) -> dict[str, object]:
 
 def split_table_source(params: Params) -> None:
     """source.kind table: the declared files, split by the declared rule, as table_PART.parquet."""
-    from tasks.table import describe, read_parts, split_parts
+    from tasks.table.source import describe, read_parts, split_parts
 
     d, frames = read_parts(params.paths.source, params.table)
     parts = split_parts(frames, d)

@@ -1,6 +1,6 @@
 """train@MODEL: multi-task training on the feed labels, early stopping on valid.
 
-The loop lives in tasks.engine (tensors on the device, masked per-task BCE, sparse embedding
+The loop lives in tasks.training.engine (tensors on the device, masked per-task BCE, sparse embedding
 updates, bf16 where supported, resume after a crash, DDP under torchrun). The best epoch's
 weights are saved with their config and feature spec; `torch.load(weights_only=True)` reads
 them back. Distributed: `torchrun --nproc_per_node=N -m tasks.train MODEL`.
@@ -20,105 +20,19 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from models.embedding import EmbeddingSpec
-from models.multitask import MultiTaskModel
-from tasks.engine import (
-    EngineOptions,
-    bf16_supported,
-    fit,
-    init_distributed,
-    save_checkpoint,
-    use_sparse_embeddings,
-)
-from tasks.engine import masked_bce as masked_bce  # re-exported: the loss of every model
-from tasks.engine import predict as predict
-from tasks.io import write_json_atomic
-from tasks.params import Params, TrainParams, load_params
-from tasks.ranking import with_sampled_negatives
-from tasks.tensors import (
-    embedding_spec,
+from tasks.config.models import model_config
+from tasks.config.params import Params, TrainParams, load_params
+from tasks.io.atomic import write_json_atomic
+from tasks.training.checkpoint import build_model, engine_options, resolve_device
+from tasks.training.engine import fit, init_distributed, save_checkpoint
+from tasks.training.negatives import with_sampled_negatives
+from tasks.training.tensors import (
     load_histories,
     read_spec,
     sample_files,
     scenario_samples,
     task_types,
 )
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
-
-
-# kinds whose CPU training is slower under bf16 autocast (SESRec's attention: 4,430 vs 7,063
-# samples/s fp32 on a 2-core AMX machine; PLE: 24,141 vs 13,456, so it keeps bf16)
-FP32_ON_CPU = ("sesrec",)
-
-
-# a model section's keys that say how it is trained, not what it is (config["fit"])
-FIT_OPTIONS = ("weight_decay", "sampled_negatives")
-
-
-def engine_options(
-    p: TrainParams, device: torch.device, distributed: bool, table_rows: int, kind: str = ""
-) -> EngineOptions:
-    auto_bf16 = bf16_supported(device) and not (device.type == "cpu" and kind in FP32_ON_CPU)
-    bf16 = p.precision == "bf16" or (p.precision == "auto" and auto_bf16)
-    return EngineOptions(
-        epochs=p.epochs,
-        patience=p.patience,
-        batch_size=p.batch_size,
-        lr=p.lr,
-        weight_decay=p.weight_decay,
-        seed=p.seed,
-        bf16=bf16,
-        sparse=use_sparse_embeddings(p.sparse_embeddings, table_rows, distributed),
-    )
-
-
-def build_model(
-    params: Params, name: str, spec: dict, sparse: bool = False
-) -> tuple[MultiTaskModel, dict[str, Any]]:
-    """The model named `name` in params, and the config its checkpoint carries."""
-    if name not in params.models:
-        raise SystemExit(f"unknown model {name!r}: params.yaml models has {sorted(params.models)}")
-    section = params.models[name]
-    head = section.model_dump()
-    kind = head.pop("kind")
-    scenario = head.pop("scenario")
-    fit = {k: head.pop(k) for k in FIT_OPTIONS}
-    emb = embedding_spec(spec, params.train.embed_dim)
-    config = {
-        "name": name,
-        "kind": kind,
-        "scenario": scenario,
-        "head": head,
-        "fit": fit,
-        "tasks": section.task_names(list(params.train.tasks)),
-        "embedding": json.loads(json.dumps(dataclasses.asdict(emb))),
-    }
-    return model_from_config(config, sparse), config
-
-
-def model_from_config(config: dict[str, Any], sparse: bool = False) -> MultiTaskModel:
-    emb = EmbeddingSpec.from_dict(config["embedding"])
-    return MultiTaskModel(emb, config["kind"], len(config["tasks"]), config["head"], sparse=sparse)
-
-
-def load_checkpoint(path: Path) -> tuple[MultiTaskModel, dict[str, Any]]:
-    """Rebuild a trained model from its checkpoint (weights only: no code is unpickled)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"{path}: refused to load checkpoint (Weights only load failed or corrupt): {e}"
-        ) from e
-    model = model_from_config(ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model, ckpt["config"]
 
 
 def fingerprint(config: dict[str, Any], p: TrainParams, features: Path) -> str:
@@ -162,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     feats = params.paths.features
     spec = read_spec(feats)
     table_rows = sum(spec["sparse"].values()) + sum(spec["extra_tables"].values())
-    kind = params.models[args.model].kind if args.model in params.models else ""
+    kind = model_config(params, args.model).kind
     opts = engine_options(p, device, world > 1, table_rows, kind)
     model, config = build_model(params, args.model, spec, sparse=opts.sparse)
     tasks = config["tasks"]
@@ -182,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"this model's tasks {tasks} have no click"
             )
         train = with_sampled_negatives(
-            train, list(spec["sparse"]), tasks.index("click"), fit_opts["sampled_negatives"], p.seed
+            train, spec, tasks.index("click"), fit_opts["sampled_negatives"], p.seed
         )
     valid = scenario_samples(feats, "valid", spec, config["scenario"], tasks, device)
     hist = load_histories(feats, spec, device)

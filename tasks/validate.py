@@ -27,10 +27,10 @@ from typing import Any
 
 import polars as pl
 
-from tasks.io import write_json_atomic
-from tasks.params import ValidateParams, beijing_ms, load_params
-from tasks.progress import progress
-from tasks.schema import ITEM_TYPES, RAW_FILES, Kind
+from tasks.config.params import ValidateParams, beijing_ms, load_params
+from tasks.io.atomic import write_json_atomic
+from tasks.io.progress import progress
+from tasks.kuaisar.schema import ITEM_TYPES, RAW_FILES, Kind
 
 FORMATS: dict[Kind, str] = {
     "int": r"^-?\d+$",
@@ -514,7 +514,7 @@ def table_expectations(d: Any, columns: list[str]) -> tuple[list[Any], list[Any]
 
 def validate_table(folder: Path, tp: Any, p: ValidateParams, docs: Path | None) -> dict[str, Any]:
     """Every row of every declared table file, against the suites derived from the declaration."""
-    from tasks.table import TableError, declaration, resolve_columns, scan_text, typed
+    from tasks.table.source import TableError, declaration, resolve_columns, scan_text, typed
 
     v = Validator(docs, p.max_examples)
     d = declaration(tp)

@@ -21,6 +21,7 @@ for var, value in (("NAME", "sarflow tests"), ("EMAIL", "tests@sarflow.invalid")
     os.environ.setdefault(f"GIT_AUTHOR_{var}", value)
     os.environ.setdefault(f"GIT_COMMITTER_{var}", value)
 
+# The tests' configuration: params.yaml with these overrides, nothing else (tiny_params).
 TINY = {
     "generate": {
         "n_users": 80,
@@ -33,47 +34,21 @@ TINY = {
         "search_sessions": 900,
     },
     "train": {"epochs": 2, "patience": 1, "batch_size": 512, "embed_dim": 8},
-    "models": {
-        "shared_bottom": {"kind": "shared_bottom", "bottom": [32], "tower": [8]},
-        "mmoe": {"kind": "mmoe", "n_experts": 2, "expert": [32], "tower": [8]},
-        "ple": {
-            "kind": "ple",
-            "n_levels": 2,
-            "n_shared": 1,
-            "n_specific": 1,
-            "expert": [32],
-            "tower": [8],
-        },
-        "ple_search": {
-            "kind": "ple",
-            "scenario": "search",
-            "n_levels": 1,
-            "expert": [32],
-            "tower": [8],
-        },
-        "ple_joint": {
-            "kind": "ple",
-            "scenario": "joint",
-            "n_levels": 1,
-            "expert": [32],
-            "tower": [8],
-        },
-        "sesrec": {"kind": "sesrec", "bottom": [32], "tower": [8]},
-        "sesrec_nosearch": {
-            "kind": "sesrec",
-            "search_history": False,
-            "disentangle": False,
-            "bottom": [32],
-            "tower": [8],
-        },
-        "sesrec_nodis": {"kind": "sesrec", "disentangle": False, "bottom": [32], "tower": [8]},
-    },
 }
+# flow and server tests check orchestration, not models: two small models are enough
+TWO_MODELS = {"train": {"models": ["mmoe", "ple"]}}
+# every model section keeps its kind and options, with these widths where it has the key
+TINY_WIDTHS = {"bottom": [32], "expert": [32], "tower": [8], "n_experts": 2}
 
 
 def tiny_params(overrides: dict | None = None) -> dict:
-    """params.yaml of the project with the TINY sizes (and `overrides`) merged in."""
+    """params.yaml of the project with the TINY sizes, TINY_WIDTHS in every model section, and
+    `overrides` (a section's keys merged in; `models` replaced whole) merged in."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["models"] = {
+        name: {**section, **{k: v for k, v in TINY_WIDTHS.items() if k in section}}
+        for name, section in params["models"].items()
+    }
     for extra in (TINY, overrides or {}):
         for section, values in extra.items():
             if section == "models":
@@ -90,14 +65,14 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_generate():
-    from tasks.params import GenerateParams
+    from tasks.config.params import GenerateParams
 
     return GenerateParams(**TINY["generate"])
 
 
 @pytest.fixture(scope="session")
 def raw_frames(tiny_generate):
-    from tasks.generate import generate
+    from tasks.kuaisar.world import generate
 
     return generate(tiny_generate)
 

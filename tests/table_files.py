@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tasks.table import CENSUS_COLUMNS, CENSUS_NUMERIC, COLLEGE
+from tasks.table.source import CENSUS_COLUMNS, CENSUS_NUMERIC, COLLEGE
 
 EDUCATION = [
     *COLLEGE,

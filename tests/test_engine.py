@@ -11,6 +11,8 @@ import yaml
 
 from tests.conftest import dvc, make_project, run
 
+pytestmark = pytest.mark.slow  # end to end: make test-fast leaves this file out
+
 # long enough that a run killed after epoch 1 has epochs left to resume
 OVERRIDES = {"train": {"epochs": 3, "patience": 3, "models": ["mmoe"]}}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from tasks.config.params import FeaturesParams, SplitParams
 from tasks.features import build_features, fit_vocab, item_table, user_table
-from tasks.params import FeaturesParams, SplitParams
 from tasks.split import PARTS, read_raw, split_logs
 
 NEW_ID = 10**12

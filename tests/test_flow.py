@@ -18,7 +18,9 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.pipeline import pipeline, stage_groups
-from tests.conftest import make_project
+from tests.conftest import TWO_MODELS, make_project
+
+pytestmark = pytest.mark.slow  # end to end: make test-fast leaves this file out
 
 GROUPS = ["generate", "validate", "split", "features", "train@*", "evaluate@*", "report"]
 
@@ -58,7 +60,7 @@ def test_stage_groups_follow_dvcs_order(tmp_path):
 
 
 def test_flow_runs_every_stage_and_publishes_both_artifacts(harness, tmp_path):
-    d = make_project(tmp_path / "p")
+    d = make_project(tmp_path / "p", TWO_MODELS)
     state = pipeline(str(d), return_state=True)
     assert state.is_completed(), state.message
     tasks, arts = read_run(state.state_details.flow_run_id)

@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.generate import generate, make_world
-from tasks.params import GenerateParams
-from tasks.schema import FEED_ITEM_TYPES, RAW_FILES
+from tasks.config.params import GenerateParams
+from tasks.kuaisar.schema import FEED_ITEM_TYPES, RAW_FILES
+from tasks.kuaisar.world import generate, make_world
 from tasks.split import read_raw
 
 IDLIST = r"^\[\d+(, \d+)*\]$"

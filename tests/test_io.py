@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tasks.io import atomic_dir, atomic_path, write_text_atomic
+from tasks.io.atomic import atomic_dir, atomic_path, write_text_atomic
 from tests.conftest import ROOT
 
 
@@ -47,7 +47,7 @@ def test_kill_9_in_the_middle_of_a_write_keeps_the_old_file(tmp_path):
     code = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from tasks.io import atomic_path\n"
+        "from tasks.io.atomic import atomic_path\n"
         f"with atomic_path(Path({str(f)!r})) as tmp:\n"
         "    tmp.write_text('half a fi')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

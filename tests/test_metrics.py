@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from tasks.metrics import auc, gauc, logloss, task_metrics
+from tasks.evaluation.metrics import auc, gauc, logloss, task_metrics
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""tasks/oracle.py: the generator's truth as a ranker, and its model of the generator."""
+"""flows/experiments/oracle.py: the generator's truth as a ranker, and its model of the generator."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
+from flows.experiments.oracle import search_gain_bound
 from flows.project import ROOT
-from tasks import generate as g
-from tasks.oracle import search_gain_bound
-from tasks.params import GenerateParams, Params
+from tasks.config.params import GenerateParams, Params
+from tasks.kuaisar import world as g
 
 SMALL = dict(n_users=300, n_items=3000, rec_actions=40_000, search_sessions=4000, seed=3)
 

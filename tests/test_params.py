@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.params import ParamsError, load_params
+from tasks.config.models import load_checked
+from tasks.config.params import ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,7 @@ def _sesrec_on_a_table(p: dict) -> None:
 )
 def test_bad_params_are_refused_naming_the_key(tmp_path, edit, named):
     with pytest.raises(ParamsError) as e:
-        load_params(write(tmp_path, edit))
+        load_checked(write(tmp_path, edit))
     assert named in str(e.value)
 
 
@@ -69,7 +70,7 @@ def test_missing_params_file_is_named(tmp_path):
 )
 def test_relative_paths_that_escape_the_project_are_refused(tmp_path, edit, named):
     with pytest.raises(ParamsError) as e:
-        load_params(write(tmp_path, edit))
+        load_checked(write(tmp_path, edit))
     assert named in str(e.value) and "outside the project" in str(e.value)
 
 
@@ -85,4 +86,33 @@ def test_model_names_that_could_reach_a_shell_are_refused(tmp_path, name):
         p["train"]["models"] = [name]
 
     with pytest.raises(ParamsError, match="models"):
-        load_params(write(tmp_path, edit))
+        load_checked(write(tmp_path, edit))
+
+
+def test_no_code_default_disagrees_with_params_yaml():
+    """Every section's code defaults are params.yaml's values, so code that builds a section
+    without params.yaml (tests, notebooks) runs the configuration that ships."""
+    from tasks.config.params import Params
+
+    shipped = load_params(ROOT / "params.yaml")
+    for name, field in Params.model_fields.items():
+        if name == "models":
+            continue
+        got, want = field.default.model_dump(), getattr(shipped, name).model_dump()
+        diff = {k: (got[k], want[k]) for k in want if got.get(k) != want[k]}
+        assert not diff, f"{name}: code default != params.yaml: {diff}"
+
+
+def test_each_model_kind_defaults_to_its_params_yaml_section():
+    """The section named after a kind (models.mmoe, models.sesrec, ...) is that kind's
+    defaults: the ablations and variants state only how they differ."""
+    from models.registry import KINDS, model_config
+
+    sections = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]
+    missing = [k for k in KINDS if k not in sections]
+    assert not missing, f"params.yaml has no section for the kinds {missing}"
+    for kind in KINDS:
+        got = model_config({"kind": kind}).model_dump()
+        want = model_config(sections[kind]).model_dump()
+        diff = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
+        assert not diff, f"models.{kind}: code default != params.yaml: {diff}"

@@ -8,29 +8,19 @@ import re
 import pytest
 import yaml
 
+from tasks.kuaisar.schema import RAW_FILES
 from tasks.report import PICTURES
-from tasks.schema import RAW_FILES
-from tests.conftest import dvc, make_project, run
+from tests.conftest import ROOT, dvc, make_project, run
 
+pytestmark = pytest.mark.slow  # end to end: make test-fast leaves this file out
+
+MODELS = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["models"]
 STAGES = [
     "generate",
     "validate",
     "split",
     "features",
-    *[
-        f"{s}@{m}"
-        for s in ("train", "evaluate")
-        for m in (
-            "shared_bottom",
-            "mmoe",
-            "ple",
-            "ple_search",
-            "ple_joint",
-            "sesrec",
-            "sesrec_nosearch",
-            "sesrec_nodis",
-        )
-    ],
+    *[f"{s}@{m}" for s in ("train", "evaluate") for m in MODELS],
     "report",
 ]
 

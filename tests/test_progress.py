@@ -8,7 +8,7 @@ import sys
 
 from tests.conftest import ROOT
 
-SCRIPT = "from tasks.progress import progress\nprint(sum(progress(range(500), 500, 'work')))"
+SCRIPT = "from tasks.io.progress import progress\nprint(sum(progress(range(500), 500, 'work')))"
 
 
 def run_with(env_extra: dict[str, str], drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -31,7 +31,7 @@ def test_forced_on_draws_a_bar_on_stderr_only():
 
 
 def test_ci_and_forced_off_win_over_a_terminal(monkeypatch):
-    from tasks import progress
+    from tasks.io import progress
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     monkeypatch.delenv("SARFLOW_PROGRESS", raising=False)
@@ -42,3 +42,26 @@ def test_ci_and_forced_off_win_over_a_terminal(monkeypatch):
     monkeypatch.delenv("CI")
     monkeypatch.setenv("SARFLOW_PROGRESS", "0")
     assert not progress.enabled()
+
+
+def test_training_progress_follows_the_epochs_before_finish():
+    """The flow's training-progress artifact moves with each model's epochs, not only at the
+    end (finish() publishes 100 whatever happened before)."""
+    from flows.pipeline import TrainingProgress
+
+    class Recorded(TrainingProgress):
+        def _publish(self, pct: float, description: str) -> None:
+            seen.append(round(pct, 2))
+
+    seen: list[float] = []
+    p = Recorded(n_models=2)
+    for line in [
+        "Running stage 'train@mmoe':",
+        "epoch 1/4 train loss 0.7",
+        "epoch 2/4 train loss 0.6",
+        "something else",
+        "Running stage 'train@ple':",
+        "epoch 1/2 train loss 0.7",
+    ]:
+        p.see(line)
+    assert seen == [0.0, 12.5, 25.0, 50.0, 75.0]

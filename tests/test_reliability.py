@@ -1,5 +1,7 @@
-"""Bad input, end to end: every kind stops `dvc repro` at validate, names the file, column and a
-value, exits non-zero, and leaves everything the last good run produced byte-for-byte as it was."""
+"""Bad input: every kind is refused by validate, naming the file, column and a value (in-process,
+through validate's function); a few kinds of each class also end to end, where they stop
+`dvc repro` at validate, exit non-zero, and leave everything the last good run produced
+byte-for-byte as it was."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import polars as pl
 import pytest
 import yaml
 
+from tasks.config.params import GenerateParams, ValidateParams
+from tasks.validate import Check, validate_folder
 from tests.conftest import TINY, dvc, make_project
 
 Mutation = Callable[[Path], None]
@@ -203,6 +207,23 @@ CORPUS: list[tuple[str, Mutation, str, str | None, str]] = [
 ]
 
 
+# end to end through dvc repro: one of each class (a file, a header, a value, a relation, a row)
+END_TO_END = (
+    "missing file",
+    "missing column",
+    "label outside 0/1",
+    "item id missing from item_features",
+    "duplicate log row",
+)
+
+
+def named_failure(lines: list[str], kind: str, file: str, column: str | None, shown: str) -> None:
+    """One FAILED line names `file` (and `column`) and shows `shown`."""
+    named = [line for line in lines if file in line and (column is None or f"'{column}'" in line)]
+    assert named, f"{kind}: no failure names {file} {column}:\n" + "\n".join(lines)
+    assert any(shown in line for line in named), f"{kind}: {shown!r} not in {named}"
+
+
 def snapshot(d: Path) -> dict[str, str]:
     """sha256 of every output of the last good run (Data Docs pages are a log: left out)."""
     files = [d / "dvc.lock"]
@@ -216,18 +237,23 @@ def snapshot(d: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory):
+def pristine(tmp_path_factory) -> Path:
+    """A good KuaiSAR-layout folder from the generator (tiny)."""
+    from tasks.kuaisar.world import generate
+
+    folder = tmp_path_factory.mktemp("pristine")
+    for name, df in generate(GenerateParams(**TINY["generate"])).items():
+        df.write_csv(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory, pristine):
     """A project after one good run on a real-source folder outside it (as real KuaiSAR is)."""
     base = tmp_path_factory.mktemp("reliability")
-    source, pristine = base / "kuaisar", base / "pristine"
+    source = base / "kuaisar"
     d = make_project(base / "sarflow", {"train": {"epochs": 1, "models": ["mmoe"]}})
-    from tasks.generate import generate
-    from tasks.params import GenerateParams
-
-    source.mkdir()
-    for name, df in generate(GenerateParams(**TINY["generate"])).items():
-        df.write_csv(source / name)
-    shutil.copytree(source, pristine)
+    shutil.copytree(pristine, source)
     params = yaml.safe_load((d / "params.yaml").read_text())
     params["paths"]["source"] = str(source)
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -240,7 +266,29 @@ def test_the_corpus_has_at_least_25_kinds():
     assert len({kind for kind, *_ in CORPUS}) >= 25
 
 
+def test_the_end_to_end_kinds_are_in_the_corpus():
+    assert set(END_TO_END) <= {kind for kind, *_ in CORPUS}
+
+
 @pytest.mark.parametrize("kind,mutate,file,column,shown", CORPUS, ids=[c[0] for c in CORPUS])
+def test_validate_refuses_each_bad_input_naming_it(
+    tmp_path, pristine, kind, mutate, file, column, shown
+):
+    raw = tmp_path / "kuaisar"
+    shutil.copytree(pristine, raw)
+    mutate(raw)
+    report = validate_folder(raw, ValidateParams())
+    assert not report["success"], f"{kind}: validate passed"
+    lines = [Check(**c).line() for c in report["checks"] if not c["success"]]
+    named_failure(lines, kind, file, column, shown)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind,mutate,file,column,shown",
+    [c for c in CORPUS if c[0] in END_TO_END],
+    ids=list(END_TO_END),
+)
 def test_bad_input_stops_at_validate_and_changes_nothing(good, kind, mutate, file, column, shown):
     d, raw, pristine, before = good
     shutil.rmtree(raw)
@@ -252,19 +300,14 @@ def test_bad_input_stops_at_validate_and_changes_nothing(good, kind, mutate, fil
         assert proc.returncode != 0, f"{kind}: dvc repro succeeded\n{out}"
         assert "Running stage 'validate'" in out and "Running stage 'split'" not in out
         failed = [line for line in out.splitlines() if line.strip().startswith("FAILED")]
-        named = [
-            line for line in failed if file in line and (column is None or f"'{column}'" in line)
-        ]
-        assert named, f"{kind}: no failure names {file} {column}:\n" + "\n".join(
-            failed or [out[-2000:]]
-        )
-        assert any(shown in line for line in named), f"{kind}: {shown!r} not in {named}"
+        named_failure(failed or [out[-2000:]], kind, file, column, shown)
         assert snapshot(d) == before, f"{kind}: a previous output changed"
     finally:
         shutil.rmtree(raw)
         shutil.copytree(pristine, raw)
 
 
+@pytest.mark.slow
 def test_after_the_bad_inputs_the_good_data_still_runs_clean(good):
     d, _, _, before = good
     out = dvc("repro", cwd=d).stdout
@@ -274,6 +317,7 @@ def test_after_the_bad_inputs_the_good_data_still_runs_clean(good):
     assert snapshot(d) == before
 
 
+@pytest.mark.slow
 def test_a_changed_real_source_file_reruns_what_reads_it(good):
     """The real-source folder is a DVC dependency: a valid edit of one of its files re-runs
     validate, split and what follows; restoring it brings back the recorded results."""

@@ -1,4 +1,4 @@
-"""flows/search_aware.py: the planted-truth checks computed from per-seed metrics."""
+"""flows/experiments/search_aware.py: the planted-truth checks computed from per-seed metrics."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 import yaml
 
-import flows.search_aware as sa
+import flows.experiments.search_aware as sa
+from flows.experiments.search_aware import SCENARIO, SEARCH_AWARE, cell_params, summarise, table
 from flows.project import ROOT
-from flows.search_aware import SCENARIO, SEARCH_AWARE, cell_params, summarise, table
 
 
 def metrics(ndcg: float, auc: float = 0.7, search: float = 0.6, searched: float = 0.0) -> dict:

@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 from flows.dashboard_check import check_flow_run
-from tests.conftest import ROOT, make_project
+from tests.conftest import ROOT, TWO_MODELS, make_project
+
+pytestmark = pytest.mark.slow  # end to end: make test-fast leaves this file out
 
 
 def free_port() -> int:
@@ -92,7 +94,7 @@ def server(tmp_path_factory):
 
 def test_served_deployment_runs_on_trigger_with_task_runs_and_artifacts(server, tmp_path):
     api, env = server
-    d = make_project(tmp_path / "p")
+    d = make_project(tmp_path / "p", TWO_MODELS)
     serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
     serve = subprocess.Popen(
         [sys.executable, "-m", "flows.serve", "--root", str(d), "--cron", "0 0 1 1 *", "--no-push", "--name", "t"],
@@ -170,7 +172,7 @@ def test_prefect_yaml_registers_the_worker_deployment(server, tmp_path):
     assert dep["parameters"] == {"root": ".", "push_to_remote": True}
     assert dep["global_concurrency_limit"]["limit"] == 1
     assert dep["concurrency_options"]["collision_strategy"] == "ENQUEUE"
-    from tasks.params import load_params
+    from tasks.config.params import load_params
 
     crons = [s["schedule"]["cron"] for s in dep["schedules"]]
     assert crons == [load_params(ROOT / "params.yaml").serve.cron]  # the yaml mirrors params

@@ -6,8 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.params import SplitParams, beijing_ms
-from tasks.split import PARTS, long_view, read_raw, split_logs
+from tasks.config.params import SplitParams, beijing_ms
+from tasks.kuaisar.spec import LABEL
+from tasks.split import PARTS, read_raw, split_logs
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_session_item_is_the_first_click_else_the_first_shown():
 )
 def test_long_view_follows_the_valid_play_rule(duration, played, expected):
     df = pl.DataFrame({"duration_ms": [float(duration)], "playing_time": [float(played)]})
-    assert df.select(long_view()).item() == expected
+    assert df.select(LABEL["long_view"].expr()).item() == expected
 
 
 def test_search_rows_of_types_the_feed_never_serves_stay_search_samples(splits, raw_frames):

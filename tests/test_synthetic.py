@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flows.synthetic import summarise, table
-from tasks.synthetic import make_data, run
+from flows.experiments.synthetic import summarise, table
+from flows.experiments.synthetic_data import make_data, run
 
 
 def test_task_correlation_follows_p():

@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 import torch
 
-from tasks.engine import masked_loss
-from tasks.params import TableParams, TableSplit, ValidateParams
-from tasks.table import PARTS, TableError, read_parts, split_parts
+from tasks.config.params import TableParams, TableSplit, ValidateParams
+from tasks.table.source import PARTS, TableError, read_parts, split_parts
+from tasks.training.engine import masked_loss
 from tasks.validate import validate_table
 from tests.table_files import write_ali_ccp, write_aliexpress, write_census
 
@@ -215,9 +215,9 @@ def test_regression_and_weighted_losses():
 
 
 def test_a_parquet_table_with_weights_reaches_the_features(tmp_path):
+    from tasks.config.params import FeaturesParams
     from tasks.features import table_features
-    from tasks.params import FeaturesParams
-    from tasks.table import describe
+    from tasks.table.source import describe
 
     write_table(tmp_path / "t")
     pl.read_csv(tmp_path / "t" / "t.csv").write_parquet(tmp_path / "t" / "t.parquet")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import yaml
 
 from tests.conftest import dvc, make_project
 from tests.table_files import write_census
+
+pytestmark = pytest.mark.slow  # end to end: make test-fast leaves this file out
 
 MODELS = {
     "single_task": {"kind": "single_task", "bottom": [32], "tower": [8]},

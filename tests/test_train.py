@@ -10,13 +10,19 @@ import polars as pl
 import pytest
 import torch
 
-from tasks.engine import EngineOptions, TrainingDiverged, fit
+from tasks.config.params import (
+    FeaturesParams,
+    GenerateParams,
+    SplitParams,
+    TrainParams,
+    load_params,
+)
 from tasks.features import build_features, item_table, user_table
-from tasks.generate import generate
-from tasks.params import FeaturesParams, GenerateParams, SplitParams, TrainParams, load_params
+from tasks.kuaisar.world import generate
 from tasks.split import PARTS, split_logs
-from tasks.tensors import embedding_spec, load_histories, load_samples, make_batch
-from tasks.train import build_model, load_checkpoint, masked_bce, predict
+from tasks.training.checkpoint import build_model, load_checkpoint
+from tasks.training.engine import EngineOptions, TrainingDiverged, fit, masked_bce, predict
+from tasks.training.tensors import embedding_spec, load_histories, load_samples, make_batch
 from tests.conftest import ROOT
 
 TASKS = ["click", "long_view", "like"]
@@ -85,15 +91,17 @@ def test_planted_click_signal_is_recovered_and_checkpoint_round_trips(features, 
     )
 
 
-def test_a_checkpoint_carrying_code_is_refused(tmp_path):
+def test_a_checkpoint_carrying_code_is_refused(tmp_path, capsys):
     class Evil:
         def __reduce__(self):
             return (print, ("this would run on load",))
 
     path = tmp_path / "evil.pt"
     torch.save({"config": {}, "state_dict": {}, "payload": Evil()}, path)
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    with pytest.raises(ValueError, match="not plain weights") as e:
         load_checkpoint(path)
+    assert "corrupt" not in str(e.value)  # refused for what it holds, not for being unreadable
+    assert "this would run on load" not in capsys.readouterr().out
 
 
 def test_non_finite_loss_stops_training_naming_the_epoch(features):
@@ -106,7 +114,7 @@ def test_non_finite_loss_stops_training_naming_the_epoch(features):
         params.model_copy(update={"train": TrainParams(tasks=TASKS)}), "shared_bottom", spec
     )
     with torch.no_grad():
-        model.head.towers.b.fill_(math.nan)
+        model.net.head.towers.b.fill_(math.nan)
     opts = EngineOptions(epochs=1, patience=1, batch_size=512, lr=0.01)
     with pytest.raises(TrainingDiverged, match="at step 1 of epoch 1"):
         fit(model, train, valid, load_histories(d, spec, cpu), opts, TASKS)
@@ -116,12 +124,13 @@ def test_a_corrupted_checkpoint_is_refused_with_a_clear_error(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"config": {}, "state_dict": {"w": torch.zeros(1000)}}, path)
     path.write_bytes(path.read_bytes()[:300])  # truncated on disk
-    with pytest.raises(ValueError, match="refused to load checkpoint"):
+    with pytest.raises(ValueError, match="truncated or corrupt") as e:
         load_checkpoint(path)
+    assert "not plain weights" not in str(e.value)
 
 
 def test_ranking_candidates_are_seeded_unseen_and_popularity_drawn(features):
-    from tasks import ranking
+    from tasks.evaluation import ranking
 
     d, spec = features
     frames = {p: pl.read_parquet(d / f"rec_{p}.parquet") for p in PARTS}
@@ -129,7 +138,7 @@ def test_ranking_candidates_are_seeded_unseen_and_popularity_drawn(features):
     c = ranking.draw(frames["train"], frames["test"], served, 99, 300, seed=5)
     again = ranking.draw(frames["train"], frames["test"], served, 99, 300, seed=5)
     assert np.array_equal(c.items, again.items) and c.items.shape == (300, 100)
-    ids = c.fields[:, 0]
+    ids = c.fields["item_id"].to_numpy()
     test = frames["test"]
     for n, r in enumerate(c.rows):
         assert test["click"][int(r)] == 1 and ids[c.items[n, 0]] == test["item_id"][int(r)]
@@ -144,7 +153,7 @@ def test_ranking_candidates_are_seeded_unseen_and_popularity_drawn(features):
 
 
 def test_ranking_metrics_on_known_score_tables():
-    from tasks.ranking import ranking_metrics
+    from tasks.evaluation.ranking import ranking_metrics
 
     rng = np.random.default_rng(0)
     best = ranking_metrics(np.c_[np.ones(50), np.zeros((50, 99))])
@@ -164,7 +173,7 @@ def test_ranking_metrics_on_known_score_tables():
 
 
 def test_trained_model_ranks_clicks_above_sampled_negatives(features):
-    from tasks import ranking
+    from tasks.evaluation import ranking
 
     d, spec = features
     cpu = torch.device("cpu")
@@ -188,9 +197,8 @@ def test_trained_model_ranks_clicks_above_sampled_negatives(features):
     )
     frames = {p: pl.read_parquet(d / f"rec_{p}.parquet") for p in PARTS}
     served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
-    c = ranking.draw(frames["train"], frames["test"], served, 99, 400, seed=0)
-    cols = [list(spec["sparse"]).index(k) for k in ranking.ITEM_COLUMNS]
-    s = ranking.scores(model, test, hist, c, cols, TASKS.index("click"))
+    c = ranking.draw(frames["train"], frames["test"], served, 99, 400, 0, spec["item_side"])
+    s = ranking.scores(model, test, hist, c, spec, TASKS.index("click"))
     # column 0 is the positive's own row, unchanged: it scores as plain prediction does
     own = predict(model, test, hist, 1000)[c.rows, TASKS.index("click")]
     assert np.allclose(1 / (1 + np.exp(-s[:, 0])), own, atol=1e-4)
@@ -224,7 +232,7 @@ def test_history_sequences_reach_the_model_by_name_in_any_spec_order(features, o
 
 def test_history_ages_are_bucketed_against_each_samples_own_time(features):
     """src_hist_age/rec_hist_age: each step's age at the sample's timestamp, as spec buckets."""
-    from tasks.tensors import age_buckets
+    from tasks.training.tensors import age_buckets
 
     d, spec = features
     cpu = torch.device("cpu")
@@ -259,7 +267,7 @@ def test_history_ages_are_bucketed_against_each_samples_own_time(features):
 
 
 def test_the_searched_slice_is_the_clicks_on_a_category_searched_shortly_before(features):
-    from tasks.ranking import recently_searched, searched_categories, sliced_metrics
+    from tasks.evaluation.ranking import recently_searched, searched_categories, sliced_metrics
 
     d, spec = features
     cpu = torch.device("cpu")
@@ -293,7 +301,7 @@ def test_the_searched_slice_is_the_clicks_on_a_category_searched_shortly_before(
 
 
 def test_search_samples_carry_their_own_query_and_feed_samples_none(features):
-    from tasks.tensors import scenario_samples
+    from tasks.training.tensors import scenario_samples
 
     d, spec = features
     cpu = torch.device("cpu")
@@ -313,20 +321,22 @@ def test_search_samples_carry_their_own_query_and_feed_samples_none(features):
 
 
 def test_sampled_negatives_are_unserved_popular_items_on_each_clicks_own_row(features):
-    from tasks.ranking import ITEM_COLUMNS, with_sampled_negatives
+    from tasks.training.negatives import with_sampled_negatives
 
     d, spec = features
     fields = list(spec["sparse"])
     train = load_samples(d, "rec_train", spec, TASKS, torch.device("cpu"))
-    out = with_sampled_negatives(train, fields, TASKS.index("click"), 3, seed=1)
-    again = with_sampled_negatives(train, fields, TASKS.index("click"), 3, seed=1)
+    out = with_sampled_negatives(train, spec, TASKS.index("click"), 3, seed=1)
+    again = with_sampled_negatives(train, spec, TASKS.index("click"), 3, seed=1)
     assert torch.equal(out.sparse, again.sparse)  # seeded
     clicks = np.flatnonzero(train.labels[:, 0].numpy() == 1)
     n = len(train)
     assert len(out) == n + 3 * len(clicks)
     assert torch.equal(out.sparse[:n], train.sparse) and torch.equal(out.labels[:n], train.labels)
     src = torch.from_numpy(np.repeat(clicks, 3))
-    item_cols = [fields.index(c) for c in ITEM_COLUMNS]
+    item_cols = [fields.index(c) for c in spec["item_side"] if c in fields]
+    dense_cols = [spec["dense"].index(c) for c in spec["item_side"] if c in spec["dense"]]
+    assert dense_cols, "the spec declares an item-side dense field (log_duration)"
     other = [k for k in range(len(fields)) if k not in item_cols]
     neg = out.sparse[n:]
     # the click's own user, features, histories and time; only the item's fields differ
@@ -334,10 +344,12 @@ def test_sampled_negatives_are_unserved_popular_items_on_each_clicks_own_row(fea
     assert torch.equal(out.hist[n:], train.hist[src]) and torch.equal(out.time[n:], train.time[src])
     assert (out.user[n:] == train.user[src.numpy()]).all()
     assert (out.labels[n:, 0] == 0).all() and out.labels[n:, 1:].isnan().all()  # click only
-    # each drawn item carries its own fields, and was never served to that user in train
-    sp = train.sparse.numpy()
-    own = {int(r[0]): tuple(r) for r in sp[:, item_cols]}
-    assert all(own[int(r[0])] == tuple(r) for r in neg[:, item_cols].numpy())
+    # each drawn item carries its own fields, sparse and dense (none of the click's item's),
+    # and was never served to that user in train
+    sp, dn = train.sparse.numpy(), train.dense.numpy()
+    own = {int(r[0]): tuple(r) for r in np.c_[sp[:, item_cols], dn[:, dense_cols]]}
+    got = np.c_[neg[:, item_cols].numpy(), out.dense[n:][:, dense_cols].numpy()]
+    assert all(own[int(r[0])] == tuple(r) for r in got)
     u, i = fields.index("user_id"), fields.index("item_id")
     served = set(zip(sp[:, u].tolist(), sp[:, i].tolist(), strict=True))
     drawn = set(zip(neg[:, u].tolist(), neg[:, i].tolist(), strict=True))
@@ -351,12 +363,46 @@ def test_sampled_negatives_are_unserved_popular_items_on_each_clicks_own_row(fea
 def test_a_models_training_options_go_to_its_fit_config_not_its_architecture(features):
     d, spec = features
     params = load_params(ROOT / "params.yaml")
-    section = params.models["mmoe"].model_copy(
-        update={"weight_decay": 0.01, "sampled_negatives": 2}
-    )
+    section = {**params.models["mmoe"], "weight_decay": 0.01, "sampled_negatives": 2}
     params = params.model_copy(
         update={"train": TrainParams(tasks=TASKS), "models": {**params.models, "mmoe": section}}
     )
     _, config = build_model(params, "mmoe", spec)
     assert config["fit"] == {"weight_decay": 0.01, "sampled_negatives": 2}
     assert "weight_decay" not in config["head"] and "sampled_negatives" not in config["head"]
+
+
+def test_every_ranking_candidate_carries_every_item_side_field_of_its_own_item(features):
+    """No field of the positive (sparse or dense) survives in a candidate's row."""
+    from tasks.evaluation import ranking
+
+    d, spec = features
+    cpu = torch.device("cpu")
+    test = load_samples(d, "rec_test", spec, TASKS, cpu)
+    hist = load_histories(d, spec, cpu)
+    frames = {p: pl.read_parquet(d / f"rec_{p}.parquet") for p in PARTS}
+    served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
+    c = ranking.draw(frames["train"], frames["test"], served, 9, 50, 0, spec["item_side"])
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    class Probe(torch.nn.Module):  # records what a model is given
+        def forward(self, sparse, dense, seqs):
+            seen.append((sparse, dense))
+            return torch.zeros(len(sparse), len(TASKS))
+
+    ranking.scores(Probe(), test, hist, c, spec, 0)
+    sparse, dense = (torch.cat(x).numpy() for x in zip(*seen, strict=True))
+    items = pl.concat([frames["train"], frames["test"]]).unique("item_id", keep="first")
+    sparse_side = [f for f in spec["item_side"] if f in spec["sparse"]]
+    dense_side = [f for f in spec["item_side"] if f in spec["dense"]]
+    assert dense_side == ["log_duration"]
+    own = {r["item_id"]: r for r in items.select(spec["item_side"]).to_dicts()}
+    names = list(spec["sparse"])
+    for row_s, row_d in zip(sparse, dense, strict=True):
+        item = own[int(row_s[names.index("item_id")])]
+        assert all(row_s[names.index(f)] == item[f] for f in sparse_side)
+        assert all(
+            row_d[spec["dense"].index(f)] == pytest.approx(item[f], abs=1e-6) for f in dense_side
+        )
+    # the candidates differ in duration: the positive's value was not kept
+    assert len(set(dense[:, spec["dense"].index("log_duration")].round(5))) > 10

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
-from tasks.params import ValidateParams
+from tasks.config.params import ValidateParams
 from tasks.validate import main, validate_folder
 
 P = ValidateParams()

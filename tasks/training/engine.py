@@ -28,10 +28,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from tasks.io import write_bytes_atomic
-from tasks.metrics import auc, r2
-from tasks.progress import progress
-from tasks.tensors import Histories, Samples, make_batch
+from tasks.evaluation.metrics import auc, r2
+from tasks.io.atomic import write_bytes_atomic
+from tasks.io.progress import progress
+from tasks.training.tensors import Histories, Samples, make_batch
 
 
 class TrainingDiverged(RuntimeError):

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from models.embedding import EmbeddingSpec
-from models.multitask import MultiTaskModel
-from tasks.engine import EngineOptions, fit, predict
-from tasks.tensors import Samples
+from models.registry import build_model
+from tasks.training.engine import EngineOptions, fit, predict
+from tasks.training.tensors import Samples
 
 D, C, M, NOISE_STD = 100, 1.0, 10, 0.1
 TASKS = ["y1", "y2"]
@@ -92,7 +92,7 @@ def run(
     train, valid, test = (samples(d) for d in parts)
     torch.manual_seed(seed)
     kind, cfg = MODELS[model]
-    net = MultiTaskModel(EmbeddingSpec(sparse=(), n_dense=D), kind, len(TASKS), cfg)
+    net = build_model(EmbeddingSpec(sparse=(), n_dense=D), {"kind": kind, **cfg}, len(TASKS))
     opts = EngineOptions(
         epochs=epochs, patience=5, batch_size=batch_size, lr=lr, seed=seed, regression=(True, True)
     )

@@ -2,11 +2,11 @@
 to feed NDCG@10 on the ranking evaluation. Not a pipeline stage: it reads params.yaml and redraws
 the generated logs (deterministic for generate.seed), so it needs no data on disk.
 
-    python -m tasks.oracle [--positives 10000]     # prints one JSON object
+    python -m flows.experiments.oracle [--positives 10000]     # prints one JSON object
 
 It follows evaluate@'s protocol: test clicks (served from split.test_start on; a seeded sample of
 `positives`) each ranked against evaluate.ranking_negatives items drawn by train popularity, never
-one the user was served (tasks.ranking.draw itself). Each candidate is scored by the generator's
+one the user was served (tasks.evaluation.ranking.draw itself). Each candidate is scored by the generator's
 probability that the user is served it and clicks it, over the chance that the draw picks it as
 a negative (so the score is the posterior that a candidate is the clicked one):
 
@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tasks import generate as g
-from tasks.params import Params, beijing_ms, load_params
-from tasks.ranking import ITEM_COLUMNS, draw, ranking_metrics
+from tasks.config.params import Params, beijing_ms, load_params
+from tasks.evaluation.ranking import draw, ranking_metrics
+from tasks.kuaisar import world as g
 
 
 def _log_click(logit: np.ndarray) -> np.ndarray:
@@ -60,9 +60,7 @@ def search_gain_bound(p: Params, positives: int | None = None) -> dict[str, Any]
     t = rec["timestamp"].to_numpy().astype(np.int64)
     valid_start, test_start = beijing_ms(p.split.valid_start), beijing_ms(p.split.test_start)
     in_train = t < valid_start
-    frame = pl.DataFrame(
-        {"raw_user_id": u, "click": rec["click"], **{k: i + 1 for k in ITEM_COLUMNS}}
-    )
+    frame = pl.DataFrame({"raw_user_id": u, "click": rec["click"], "item_id": i + 1})
     c = draw(
         frame.filter(in_train),
         frame.filter(t >= test_start),
@@ -72,7 +70,7 @@ def search_gain_bound(p: Params, positives: int | None = None) -> dict[str, Any]
         e.seed,
     )
     test = np.flatnonzero(t >= test_start)[c.rows]
-    items = c.fields[c.items, 0] - 1  # (P, 1 + negatives) generator item indices
+    items = c.fields["item_id"].to_numpy()[c.items] - 1  # (P, 1 + negatives) generator item indices
     users = np.broadcast_to(u[test][:, None], items.shape)
     cats, times = w.item_cat[items], np.broadcast_to(t[test][:, None], items.shape)
     n_users, n_cats = len(w.feed_cats), len(w.cat_pop)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from models.embedding import EmbeddingSpec, Sequence
-from tasks.params import SEARCH_TASK
+from tasks.kuaisar.spec import SEARCH_TASK
 
 Batch = tuple[Tensor, Tensor, tuple[Tensor, ...]]  # sparse (B,F), dense (B,Dn), sequences
 HOUR_MS = 3_600_000  # timestamps are Unix milliseconds
@@ -211,7 +211,7 @@ def age_buckets(age: Tensor, valid: Tensor, edges: Tensor) -> Tensor:
 
 def make_batch(s: Samples, h: Histories | None, idx: Tensor) -> Batch:
     """Model inputs of the samples at `idx`; sequences in the spec's order, matched by name (the
-    model's EmbeddingSpec lists them in that order; see tasks.features.SEQUENCES)."""
+    model's EmbeddingSpec lists them in that order; see tasks.kuaisar.spec.FIELDS)."""
     if h is None:  # a table without histories
         return s.sparse[idx], s.dense[idx], ()
     hs = s.hist[idx]

@@ -2,8 +2,9 @@
 
 Each test feed click (up to `positives` of them, a seeded sample) is ranked against `negatives`
 items drawn in proportion to their train popularity, never an item the user was served in any
-part of the log. A candidate is the positive's own row with the item's fields swapped in (the
-user, their features and histories stay), so every model scores exactly the same candidates:
+part of the log. A candidate is the positive's own row with every item-side field of the
+candidate's own item swapped in (spec.json's item_side, sparse and dense: tasks.training.items;
+the user, their features and histories stay), so every model scores exactly the same candidates:
 the draw depends on the data and the seed only. Reports HR@1/5/10, NDCG@5/10 and MRR, and the
 same (searched_*) on the slice of clicks whose category the user had searched shortly before:
 where search-aware models should differ from feed-only ones.
@@ -19,31 +20,17 @@ import polars as pl
 import torch
 from torch import nn
 
-from tasks.tensors import (
-    HOUR_MS,
-    Histories,
-    Samples,
-    concat_samples,
-    make_batch,
-    read_spec,
-    window,
-)
+from tasks.training.items import ItemFields, item_frame, item_side
+from tasks.training.tensors import HOUR_MS, Histories, Samples, make_batch, read_spec, window
 
-ITEM_COLUMNS = ("item_id", "author_id", "cat1", "cat2", "item_type", "upload_type")
 KS = (1, 5, 10)
 
 
 @dataclass(frozen=True)
 class Candidates:
     rows: np.ndarray  # (P,) test rows of the positives
-    items: np.ndarray  # (P, 1 + negatives) indices into `fields`; column 0 is the positive
-    fields: np.ndarray  # (I, len(ITEM_COLUMNS)) encoded item fields, one row per item
-
-
-def item_fields(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """Encoded item fields, one row per known item (encoded item_id > 0), from sample frames."""
-    items = pl.concat([f.select(ITEM_COLUMNS) for f in frames]).filter(pl.col("item_id") > 0)
-    return items.unique("item_id", keep="first").sort("item_id")
+    items: np.ndarray  # (P, 1 + negatives) row indices into `fields`; column 0 is the positive
+    fields: pl.DataFrame  # item_id and every item-side field, one row per item (sorted by id)
 
 
 def draw(
@@ -53,10 +40,12 @@ def draw(
     negatives: int,
     positives: int,
     seed: int,
+    item_cols: list[str] | None = None,
 ) -> Candidates:
-    """The candidates of every sampled test click (frames are encoded feed samples)."""
+    """The candidates of every sampled test click (frames are encoded feed samples);
+    `item_cols`: the item-side fields candidates carry (spec.json's item_side; None: item_id)."""
     rng = np.random.default_rng(seed)
-    fields = item_fields([train, test])
+    fields = item_frame([train, test], item_cols or ["item_id"])
     index = {int(i): k for k, i in enumerate(fields["item_id"].to_list())}
     pop = (
         train.filter(pl.col("item_id") > 0)
@@ -102,18 +91,15 @@ def draw(
             )
         out[n, 0] = index[int(item[r])]
         out[n, 1:] = picked[:negatives]
-    return Candidates(rows, out, fields.to_numpy())
+    return Candidates(rows, out, fields)
 
 
-def ranked_candidates(
-    feats: Path, negatives: int, positives: int, seed: int
-) -> tuple[Candidates, list[str]]:
-    """The draw of evaluate@ on a features folder: its test clicks' candidates, and the sparse
-    field names (the columns of Samples.sparse)."""
+def ranked_candidates(feats: Path, negatives: int, positives: int, seed: int) -> Candidates:
+    """The draw of evaluate@ on a features folder: its test clicks' candidates."""
     frames = {p: pl.read_parquet(feats / f"rec_{p}.parquet") for p in ("train", "valid", "test")}
     served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
-    c = draw(frames["train"], frames["test"], served, negatives, positives, seed)
-    return c, list(read_spec(feats)["sparse"])
+    cols = item_side(read_spec(feats))
+    return draw(frames["train"], frames["test"], served, negatives, positives, seed, cols)
 
 
 @torch.no_grad()
@@ -122,15 +108,14 @@ def scores(
     test: Samples,
     hist: Histories | None,
     c: Candidates,
-    item_cols: list[int],
+    spec: dict,
     task: int,
     batch: int = 128,
 ) -> np.ndarray:
     """(P, 1 + negatives) scores of `task` for each positive's candidates."""
     model.eval()
     device = test.sparse.device
-    fields = torch.from_numpy(c.fields).to(device)
-    cols = torch.tensor(item_cols, device=device)
+    table = ItemFields.from_frame(c.fields, spec).to(device)
     out = []
     width = c.items.shape[1]
     for i in range(0, len(c.rows), batch):
@@ -138,8 +123,7 @@ def scores(
         items = torch.from_numpy(c.items[i : i + batch]).to(device)  # (b, width)
         idx = rows.repeat_interleave(width)
         sparse, dense, seqs = make_batch(test, hist, idx)
-        sparse = sparse.clone()
-        sparse[:, cols] = fields[items.reshape(-1)]
+        sparse, dense = table.swap(sparse, dense, items.reshape(-1))
         out.append(model(sparse, dense, seqs)[:, task].float().reshape(-1, width).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, width))
 
@@ -192,64 +176,3 @@ def sliced_metrics(s: np.ndarray, in_slice: np.ndarray, name: str) -> dict[str, 
     if in_slice.any():
         out |= {f"{name}_{k}": v for k, v in ranking_metrics(s[in_slice]).items()}
     return out
-
-
-def with_sampled_negatives(
-    s: Samples, field_names: list[str], click: int, k: int, seed: int
-) -> Samples:
-    """Training samples plus, for every click, `k` items the user was not served in `s`, drawn
-    in proportion to their popularity there (with replacement), as extra rows: the click's row
-    (user, features, histories, time) with the item's fields swapped in, as `draw` builds the
-    ranking candidates. Such a row is a click 0 and outside every other task's sample space
-    (NaN): the other tasks are measured on served impressions, and training them on unserved
-    items cost like and follow AUC 0.02-0.05 (BENCHMARKS.md). Trained on these, a model learns
-    what the ranking evaluation measures (which items a user clicks among all), not only which
-    served items they click."""
-    missing = [c for c in ("user_id", *ITEM_COLUMNS) if c not in field_names]
-    if missing:
-        raise ValueError(f"sampled negatives need the fields {missing}; these samples lack them")
-    cols = [field_names.index(c) for c in ITEM_COLUMNS]
-    sp = s.sparse.cpu().numpy()
-    items, users = sp[:, cols[0]], sp[:, field_names.index("user_id")].astype(np.int64)
-    known = items > 0
-    ids, first, counts = np.unique(items[known], return_index=True, return_counts=True)
-    table = sp[known][first][:, cols]  # each known item's fields
-    pos = np.flatnonzero((s.labels[:, click].cpu().numpy() == 1) & known)
-    if len(pos) == 0 or k == 0:
-        return s
-    span = int(items.max()) + 1
-    served = np.unique(users * span + items)  # (user, item) pairs, as sorted codes
-    user = np.repeat(users[pos], k)
-    pick = np.zeros(len(user), dtype=np.int64)
-    todo = np.arange(len(user))
-    rng = np.random.default_rng(seed)
-    cdf = np.cumsum(counts) / counts.sum()
-    for _ in range(100):  # redraw the (few) served ones
-        d = np.minimum(np.searchsorted(cdf, rng.random(len(todo)), side="right"), len(ids) - 1)
-        ok = ~np.isin(user[todo] * span + ids[d], served)
-        pick[todo[ok]] = d[ok]
-        todo = todo[~ok]
-        if len(todo) == 0:
-            break
-    else:
-        raise ValueError(
-            f"{len(todo)} sampled negatives kept hitting items their user was served: too few "
-            "items for sampled_negatives; lower it"
-        )
-    device = s.sparse.device
-    rows = torch.from_numpy(np.repeat(pos, k)).to(device)
-    sparse = s.sparse[rows].clone()
-    sparse[:, cols] = torch.from_numpy(table[pick]).to(device)
-    labels = torch.full_like(s.labels[rows], float("nan"))
-    labels[:, click] = 0.0
-    neg = Samples(
-        sparse=sparse,
-        dense=s.dense[rows],
-        labels=labels,
-        hist=s.hist[rows],
-        user=None if s.user is None else s.user[rows.cpu().numpy()],
-        weight=None if s.weight is None else s.weight[rows],
-        time=None if s.time is None else s.time[rows],
-        query=None if s.query is None else s.query[rows],
-    )
-    return concat_samples(s, neg)

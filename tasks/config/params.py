@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -17,6 +17,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from tasks.kuaisar.spec import FEED_LABELS
 
 BEIJING = timezone(timedelta(hours=8))
 PARAMS_FILE = Path("params.yaml")
@@ -111,9 +113,6 @@ class FeaturesParams(_Strict):
     search_history_len: int = Field(10, ge=1, le=1000)
 
 
-REC_TASKS = ("click", "long_view", "like", "follow", "forward")
-
-
 class SourceParams(_Strict):
     kind: Literal["kuaisar", "table"] = "kuaisar"  # the KuaiSAR layout, or a declared table
 
@@ -137,7 +136,7 @@ class TableSplit(_Strict):
         return self
 
 
-# labels each preset declares (tasks/table.py reads the files)
+# labels each preset declares (tasks/table/source.py reads the files)
 PRESET_LABELS: dict[str, dict[int, tuple[str, ...]]] = {
     "census_income": {
         1: ("income_50k", "never_married"),
@@ -176,105 +175,28 @@ ModelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
 class TrainParams(_Strict):
-    models: list[ModelName] = ["shared_bottom", "mmoe", "ple"]
-    tasks: list[ModelName] = list(REC_TASKS)  # KuaiSAR feed labels, or a table's labels
+    models: list[ModelName] = [
+        "shared_bottom",
+        "mmoe",
+        "ple",
+        "ple_search",
+        "ple_joint",
+        "sesrec",
+        "sesrec_nosearch",
+        "sesrec_nodis",
+    ]
+    tasks: list[ModelName] = list(FEED_LABELS)  # KuaiSAR feed labels, or a table's labels
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     epochs: int = Field(8, ge=1, le=1000)
     patience: int = Field(2, ge=1)
     batch_size: int = Field(2048, ge=1)
-    lr: float = Field(0.002, gt=0, le=1)
+    lr: float = Field(0.005, gt=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
     embed_dim: int = Field(16, ge=1, le=1024)
     threads: int = Field(2, ge=1, le=256)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     sparse_embeddings: Literal["auto", "sparse", "dense"] = "auto"
-
-
-SEARCH_TASK = "search_click"  # the search scenario's task (a click on a shown result)
-
-
-class _Head(_Strict):
-    # feed: trained on feed samples, the feed tasks | search: on search samples, search_click |
-    # joint: on both together, the feed tasks plus search_click (the scenario as a task)
-    scenario: Literal["feed", "search", "joint"] = "feed"
-    # how this model is trained (tasks/train.py), apart from its architecture:
-    weight_decay: float | None = Field(None, ge=0)  # None: train.weight_decay
-    # per train feed click, this many items the user was not served, drawn by popularity, as
-    # extra click-0 samples: the task the ranking evaluation measures (0: impressions only)
-    sampled_negatives: int = Field(0, ge=0, le=100)
-
-    def task_names(self, feed_tasks: list[str]) -> list[str]:
-        return {
-            "feed": list(feed_tasks),
-            "search": [SEARCH_TASK],
-            "joint": [*feed_tasks, SEARCH_TASK],
-        }[self.scenario]
-
-
-class SharedBottomParams(_Head):
-    kind: Literal["shared_bottom"]
-    bottom: list[PositiveInt] = [256, 128]
-    tower: list[PositiveInt] = [64]
-
-
-class SingleTaskParams(_Head):
-    """One whole network per task, nothing shared: the baseline of the multi-task gain."""
-
-    kind: Literal["single_task"]
-    bottom: list[PositiveInt] = [256, 128]
-    tower: list[PositiveInt] = [64]
-
-
-class MMoEParams(_Head):
-    kind: Literal["mmoe", "omoe"]  # omoe: one gate shared by all tasks (the paper's baseline)
-    n_experts: int = Field(4, ge=1, le=64)
-    expert: list[PositiveInt] = [256, 128]
-    tower: list[PositiveInt] = [64]
-
-
-class PLEParams(_Head):
-    kind: Literal["ple"]
-    n_levels: int = Field(2, ge=1, le=8)
-    n_shared: int = Field(1, ge=0, le=64)
-    n_specific: int = Field(1, ge=1, le=64)
-    expert: list[PositiveInt] = [256, 128]
-    tower: list[PositiveInt] = [64]
-
-
-class SESRecParams(_Head):
-    """SESRec (models/sesrec.py): feed and search histories through Transformer encoders, query
-    and item aligned (InfoNCE), histories split into similar/dissimilar interests (triplet)."""
-
-    kind: Literal["sesrec"]
-    search_history: bool = True  # false: the ablation without search history
-    disentangle: bool = True  # false: the ablation without the similar/dissimilar split
-    time_gaps: bool = True  # each history step carries its age at the sample's time
-    n_layers: int = Field(1, ge=1, le=8)  # Transformer layers of each encoder
-    n_heads: int = Field(2, ge=1, le=16)  # must divide 2 * train.embed_dim
-    dropout: float = Field(0.0, ge=0, lt=1)  # in the encoders (slow on CPU: 0 by default)
-    bottom: list[PositiveInt] = [256, 128]
-    tower: list[PositiveInt] = [64]
-    contrastive_weight: float = Field(0.02, ge=0)  # weight of the query-item InfoNCE loss
-    triplet_weight: float = Field(0.02, ge=0)  # weight of the similar/dissimilar triplet loss
-    temperature: float = Field(0.1, gt=0)  # InfoNCE temperature
-    margin: float = Field(0.5, ge=0)  # triplet margin (on unit vectors)
-    max_contrastive_pairs: int = Field(1024, ge=2)  # query-item pairs per batch in the InfoNCE
-
-    @model_validator(mode="after")
-    def _ablation(self) -> SESRecParams:
-        if self.disentangle and not self.search_history:
-            raise ValueError(
-                "disentangle splits feed and search history into similar/dissimilar interests, "
-                "so it needs search_history: true (set disentangle: false for the no-search ablation)"
-            )
-        return self
-
-
-ModelParams = Annotated[
-    SharedBottomParams | SingleTaskParams | MMoEParams | PLEParams | SESRecParams,
-    Field(discriminator="kind"),
-]
 
 
 class ServeParams(_Strict):
@@ -300,7 +222,9 @@ class Params(_Strict):
     split: SplitParams = SplitParams()
     features: FeaturesParams = FeaturesParams()
     train: TrainParams = TrainParams()
-    models: dict[ModelName, ModelParams] = {}
+    # each section validates into its kind's config class (models.registry) where it is used:
+    # tasks.config.models, so that the data stages do not depend on the model code
+    models: dict[ModelName, dict[str, Any]] = {}
     evaluate: EvaluateParams = EvaluateParams()
     serve: ServeParams = ServeParams()
 
@@ -313,7 +237,7 @@ class Params(_Strict):
                 f"(declared: {sorted(self.models)})"
             )
         if self.source.kind == "kuaisar":
-            labels, where = REC_TASKS, "the KuaiSAR feed labels"
+            labels, where = FEED_LABELS, "the KuaiSAR feed labels"
         else:
             labels, where = self.table.label_names(), "the table's labels (table.labels or preset)"
             if self.table.preset is None and not (self.table.files and self.table.labels):
@@ -323,27 +247,19 @@ class Params(_Strict):
                     f"source.kind 'table' reads paths.source, which is paths.raw ({self.paths.raw}), "
                     "the generator's folder: point paths.source at the table's own folder"
                 )
-        crossed = [m for m in self.train.models if self.models[m].scenario != "feed"]
-        if crossed and self.source.kind != "kuaisar":
-            raise ValueError(
-                f"models {crossed} have scenario search or joint, which needs source.kind kuaisar"
-            )
-        historied = [m for m in self.train.models if self.models[m].kind == "sesrec"]
-        if historied and self.source.kind != "kuaisar":
-            raise ValueError(
-                f"models {historied} are sesrec, which reads feed and search histories: "
-                "that needs source.kind kuaisar (a declared table has no histories)"
-            )
-        for m in historied:
-            if (2 * self.train.embed_dim) % self.models[m].n_heads:
-                raise ValueError(
-                    f"models.{m}.n_heads ({self.models[m].n_heads}) must divide its item width "
-                    f"2 * train.embed_dim = {2 * self.train.embed_dim}"
-                )
         unknown = [t for t in self.train.tasks if t not in labels]
         if unknown:
             raise ValueError(f"train.tasks {unknown} are not among {where}: {list(labels)}")
         return self
+
+
+def errors(e: ValidationError, prefix: str = "", skip: int = 0) -> str:
+    """pydantic's errors, one line each, named by their key (under `prefix`)."""
+    lines = []
+    for err in e.errors():
+        key = ".".join([*([prefix] if prefix else []), *(str(p) for p in err["loc"][skip:])])
+        lines.append(f"  {key}: {err['msg']}")
+    return "invalid params:\n" + "\n".join(lines)
 
 
 class ParamsError(ValueError):
@@ -351,7 +267,8 @@ class ParamsError(ValueError):
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml; errors name the file and the offending key."""
+    """Read and validate params.yaml; errors name the file and the offending key (model
+    sections: tasks.config.models)."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the project root)")
@@ -360,7 +277,7 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from e
     try:
-        return Params.model_validate(raw, context={"root": path.resolve().parent})
+        params = Params.model_validate(raw, context={"root": path.resolve().parent})
     except ValidationError as e:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise ParamsError(f"{path}: invalid params:\n" + "\n".join(lines)) from None
+        raise ParamsError(f"{path}: {errors(e)}") from None
+    return params

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tasks.params import TableParams, TableSplit
+from tasks.config.params import TableParams, TableSplit
 
 PARTS = ("train", "valid", "test")
 

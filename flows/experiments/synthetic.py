@@ -1,9 +1,9 @@
 """The MMoE paper's synthetic experiment as one Prefect flow: test loss against task correlation.
 
-    python -m flows.synthetic [--p 0.5 0.7 0.9 1.0] [--seeds 0 1 2] [--out reports/synthetic]
+    python -m flows.experiments.synthetic [--p 0.5 0.7 0.9 1.0] [--seeds 0 1 2] [--out reports/synthetic]
     make synthetic
 
-Trains Shared-Bottom, OMoE, MMoE and PLE (tasks/synthetic.py) on the two regression tasks for
+Trains Shared-Bottom, OMoE, MMoE and PLE (flows/experiments/synthetic_data.py) on the two regression tasks for
 every task correlation p and seed, one Prefect task per (p, seed), and writes under `--out`:
 results.json (every run), table.md (mean and spread of test MSE per model and p, and whether
 the paper's ordering MMoE <= OMoE <= Shared-Bottom holds) and loss_vs_p.png.
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from prefect import flow, task
 
-from tasks.io import write_json_atomic, write_text_atomic
-from tasks.synthetic import MODELS
-from tasks.synthetic import run as run_model
+from flows.experiments.synthetic_data import MODELS
+from flows.experiments.synthetic_data import run as run_model
+from tasks.io.atomic import write_json_atomic, write_text_atomic
 
 ORDER = ["shared_bottom", "omoe", "mmoe", "ple"]
 
@@ -74,7 +74,7 @@ def table(summary: dict[str, Any]) -> str:
 def plot(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> None:
     """Test MSE against p: each run a faint dot, the mean over seeds a line (log scale, so one
     diverged seed does not flatten the rest)."""
-    from tasks.plots import plt, save_png
+    from tasks.evaluation.plots import plt, save_png
 
     ps = summary["ps"]
     fig, ax = plt.subplots(figsize=(5.2, 3.8))

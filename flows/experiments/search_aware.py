@@ -1,8 +1,8 @@
 """Planted-truth experiment for search-aware recommendation, as one Prefect flow.
 
-    python -m flows.search_aware [--seeds 1 2 3] [--epochs 6] [--effect E] [--positives 10000]
+    python -m flows.experiments.search_aware [--seeds 1 2 3] [--epochs 6] [--effect E] [--positives 10000]
                                  [--out reports/search_aware]
-    python -m flows.search_aware --from-results [--out reports/search_aware]  # re-summarise
+    python -m flows.experiments.search_aware --from-results [--out reports/search_aware]  # re-summarise
     make search-aware
 
 The built-in generator plants how much a user's searches raise later feed clicks in the searched
@@ -16,7 +16,7 @@ subflow: dvc repro of every stage in a throw-away copy of the project), then com
 - the joint model (ple_joint) against the per-scenario models (ple on the feed, ple_search on
   search) on both scenarios.
 Next to each gain it reports what the generator's own truth as a ranker gains from knowing the
-searches on the same dataset and protocol (tasks.oracle): the most a model can be expected to
+searches on the same dataset and protocol (flows.experiments.oracle): the most a model can be expected to
 gain there. Each cell ranks `--positives` test clicks (params: evaluate.ranking_positives, 2,000 by default;
 more here, because the searched slice is a fraction of them and its sampling noise would
 otherwise swamp the seed-to-seed comparison). Writes results.json (every run's metrics) and
@@ -37,11 +37,11 @@ import numpy as np
 import yaml
 from prefect import flow, task
 
+from flows.experiments.oracle import search_gain_bound
 from flows.pipeline import pipeline
 from flows.project import ROOT, copy_project, with_python_on_path
-from tasks.io import write_json_atomic, write_text_atomic
-from tasks.oracle import search_gain_bound
-from tasks.params import Params
+from tasks.config.params import Params
+from tasks.io.atomic import write_json_atomic, write_text_atomic
 
 SEARCH_AWARE = ["sesrec", "sesrec_nosearch"]  # sesrec_nodis is in the default run, not here
 SCENARIO = ["ple", "ple_search", "ple_joint"]
@@ -74,7 +74,7 @@ def cell_params(
 
 def truth_gain(seed: int, effect: float, positives: int) -> dict[str, float]:
     """What the generator's truth ranker gains from the searches on this cell's dataset (feed
-    ndcg@10 and searched_ndcg@10; tasks.oracle). Redraws the logs: seconds, no training."""
+    ndcg@10 and searched_ndcg@10; flows.experiments.oracle). Redraws the logs: seconds, no training."""
     params = Params.model_validate(cell_params(seed, effect, 1, SEARCH_AWARE, positives))
     gain = search_gain_bound(params)["gain"]
     return {k: gain[k] for k in ("ndcg@10", "searched_ndcg@10") if k in gain}
@@ -281,7 +281,7 @@ def write_report(
 
 def from_results(folder: Path) -> dict[str, Any]:
     """Rewrite a finished experiment's report from its results.json, adding the truth ranker's
-    gain to runs that lack it (results from before tasks.oracle)."""
+    gain to runs that lack it (results from before flows.experiments.oracle)."""
     path = folder / "results.json"
     if not path.is_file():
         raise SystemExit(f"{path}: no results to re-summarise (run the experiment first)")

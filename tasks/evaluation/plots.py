@@ -10,8 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tasks.io import write_bytes_atomic
-from tasks.metrics import score  # noqa: E402
+from tasks.evaluation.metrics import score  # noqa: E402
+from tasks.io.atomic import write_bytes_atomic
 
 
 def save_png(fig: Any, path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Evaluation shared by the stages: metrics, ranking with sampled negatives, plots."""

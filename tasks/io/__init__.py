@@ -1,0 +1,1 @@
+"""Files and output: atomic writes, progress bars."""

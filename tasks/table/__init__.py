@@ -1,0 +1,1 @@
+"""Declared multi-task tables (source.kind: table) and the papers' presets."""

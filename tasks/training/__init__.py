@@ -1,0 +1,1 @@
+"""Training shared by the stages: engine, tensors, checkpoints, item fields, sampled negatives."""
