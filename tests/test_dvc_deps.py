@@ -100,3 +100,12 @@ def _trivial_path(f: str) -> bool:
 def test_the_closure_sees_imports_inside_functions():
     # tasks.report imports its plots inside a function; a missed import would let dvc skip it
     assert "tasks/evaluation/plots.py" in closure("tasks.report")
+
+
+def test_the_top_level_of_tasks_is_the_stages_and_no_stage_imports_another():
+    entries = {entry for _, entry, _ in stages()}
+    top = {f"tasks.{f.stem}" for f in (ROOT / "tasks").glob("*.py") if f.name != "__init__.py"}
+    assert top == entries, f"tasks/ holds modules that are no DVC stage: {sorted(top - entries)}"
+    for entry in entries:
+        others = {f"{e.replace('.', '/')}.py" for e in entries - {entry}}
+        assert not (closure(entry) & others), f"{entry} imports {sorted(closure(entry) & others)}"
