@@ -48,10 +48,10 @@ class ItemFields:
         return cls(
             ids=items["item_id"].to_numpy(),
             sparse=torch.from_numpy(
-                items.select(s).to_numpy().astype(np.int64).reshape(-1, len(s))
+                items.select(s).to_numpy().astype(np.int64).reshape(len(items), len(s))
             ),
             dense=torch.from_numpy(
-                items.select(d).to_numpy().astype(np.float32).reshape(-1, len(d))
+                items.select(d).to_numpy().astype(np.float32).reshape(len(items), len(d))
             ),
             sparse_cols=[sparse_names.index(c) for c in s],
             dense_cols=[dense_names.index(c) for c in d],
