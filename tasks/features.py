@@ -74,7 +74,12 @@ def item_attributes(rec: pl.LazyFrame) -> pl.LazyFrame:
     """item_id and the raw value of every item-side dense field, one row per item, from the feed
     log (an attribute of the item, e.g. its duration): every sample of an item, feed or search,
     and every ranking candidate carries the item's own value."""
-    values = [FIELD[n].expr().alias(n) for n in ITEM_DENSE]  # type: ignore[misc]
+    if set(DENSE) != set(ITEM_DENSE):
+        raise ValueError(
+            f"dense fields {sorted(set(DENSE) - set(ITEM_DENSE))} are not item-side: features "
+            "derives dense fields as item attributes only (tasks/kuaisar/spec.py)"
+        )
+    values = [FIELD[n].expr().alias(n) for n in ITEM_DENSE]
     return rec.select("item_id", *values).group_by("item_id").agg(pl.col(ITEM_DENSE).min())
 
 
