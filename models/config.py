@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
+from torch import Tensor, nn
 
 from models.embedding import EmbeddingSpec, FeatureEmbedding
 
@@ -69,5 +69,5 @@ class Pooled(nn.Module):
         self.embedding = FeatureEmbedding(spec, sparse=sparse)
         self.head = cfg.head(spec.out_dim, n_tasks)
 
-    def forward(self, sparse, dense, seqs=()):  # -> (B, T) logits
-        return self.head(self.embedding(sparse, dense, seqs))
+    def forward(self, sparse: Tensor, dense: Tensor, seqs: tuple[Tensor, ...] = ()) -> Tensor:
+        return self.head(self.embedding(sparse, dense, seqs))  # (B, T) logits

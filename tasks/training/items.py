@@ -25,6 +25,16 @@ def item_side(spec: dict) -> list[str]:
     return list(spec["item_side"])
 
 
+def item_columns(spec: dict) -> tuple[list[int], list[int]]:
+    """Positions of the item-side fields in Samples.sparse and in Samples.dense."""
+    sparse_names, dense_names = list(spec["sparse"]), list(spec["dense"])
+    side = item_side(spec)
+    return (
+        [sparse_names.index(c) for c in side if c in sparse_names],
+        [dense_names.index(c) for c in side if c in dense_names],
+    )
+
+
 @dataclass(frozen=True)
 class ItemFields:
     """Every item-side field of each item in `ids` (one row per item)."""
@@ -38,13 +48,12 @@ class ItemFields:
     @classmethod
     def from_frame(cls, items: pl.DataFrame, spec: dict) -> ItemFields:
         """From a frame with item_id and every item-side field (one row per item)."""
-        sparse_names, dense_names = list(spec["sparse"]), list(spec["dense"])
-        side = item_side(spec)
-        missing = [c for c in side if c not in items.columns]
+        missing = [c for c in item_side(spec) if c not in items.columns]
         if missing:
             raise ValueError(f"item table lacks the item-side fields {missing}")
-        s = [c for c in side if c in sparse_names]
-        d = [c for c in side if c in dense_names]
+        sparse_cols, dense_cols = item_columns(spec)
+        s = [list(spec["sparse"])[k] for k in sparse_cols]
+        d = [list(spec["dense"])[k] for k in dense_cols]
         return cls(
             ids=items["item_id"].to_numpy(),
             sparse=torch.from_numpy(
@@ -53,20 +62,17 @@ class ItemFields:
             dense=torch.from_numpy(
                 items.select(d).to_numpy().astype(np.float32).reshape(len(items), len(d))
             ),
-            sparse_cols=[sparse_names.index(c) for c in s],
-            dense_cols=[dense_names.index(c) for c in d],
+            sparse_cols=sparse_cols,
+            dense_cols=dense_cols,
         )
 
     @classmethod
     def from_rows(cls, spec: dict, sparse: Tensor, dense: Tensor, rows: np.ndarray) -> ItemFields:
         """From sample rows (one per item): their item-side columns."""
-        sparse_names, dense_names = list(spec["sparse"]), list(spec["dense"])
-        side = item_side(spec)
-        s = [sparse_names.index(c) for c in side if c in sparse_names]
-        d = [dense_names.index(c) for c in side if c in dense_names]
+        s, d = item_columns(spec)
         idx = torch.from_numpy(rows).to(sparse.device)
         return cls(
-            ids=sparse[idx, sparse_names.index("item_id")].cpu().numpy(),
+            ids=sparse[idx, list(spec["sparse"]).index("item_id")].cpu().numpy(),
             sparse=sparse[idx][:, s],
             dense=dense[idx][:, d],
             sparse_cols=s,
