@@ -16,6 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tasks.config.params import load_params  # noqa: E402
 from tasks.evaluation import ranking  # noqa: E402
+from tasks.evaluation.candidates import load_candidates  # noqa: E402
 from tasks.training.checkpoint import load_checkpoint  # noqa: E402
 from tasks.training.tensors import load_histories, read_spec, scenario_samples  # noqa: E402
 
@@ -31,9 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     p = load_params()
     torch.set_num_threads(p.train.threads)
-    e, feats = p.evaluate, p.paths.features
+    feats = p.paths.features
     spec = read_spec(feats)
-    c = ranking.ranked_candidates(feats, e.ranking_negatives, e.ranking_positives, e.seed)
+    c = load_candidates(feats, p.paths.candidates / "test.parquet")
     test = scenario_samples(feats, "test", spec, "feed", ["click"], torch.device("cpu"))
     hist = load_histories(feats, spec, torch.device("cpu"))
     # the old build: only the sparse item fields swapped in, the dense ones left as the positive's

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from tasks.config.params import load_params  # noqa: E402
 from tasks.evaluation import ranking  # noqa: E402
+from tasks.evaluation.candidates import load_candidates  # noqa: E402
 from tasks.training.checkpoint import load_checkpoint  # noqa: E402
 from tasks.training.tensors import load_histories, read_spec, scenario_samples  # noqa: E402
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     if e.searched_hours <= 0:
         raise SystemExit("evaluate.searched_hours is 0: set the recency window to split by")
     spec = read_spec(feats)
-    c = ranking.ranked_candidates(feats, e.ranking_negatives, e.ranking_positives, e.seed)
+    c = load_candidates(feats, p.paths.candidates / "test.parquet")
     hist = load_histories(feats, spec, "cpu")
     # the models' inputs only (scores never read labels): one load serves every model
     test = scenario_samples(feats, "test", spec, "feed", ["click"], "cpu")

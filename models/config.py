@@ -31,13 +31,23 @@ class ModelConfig(BaseModel):
     # feed: trained on feed samples, the feed tasks | search: on search samples, search_click |
     # joint: on both together, the feed tasks plus search_click (the scenario as a task)
     scenario: Literal["feed", "search", "joint"] = "feed"
-    # how this model is trained, apart from its architecture:
+    # how this model is trained, apart from its architecture (None: the train section's):
     weight_decay: float | None = Field(None, ge=0)  # None: train.weight_decay
     # per train feed click, this many items the user was not served, drawn by popularity, as
-    # extra click-0 samples: the task the ranking evaluation measures (0: impressions only)
-    sampled_negatives: int = Field(0, ge=0, le=100)
+    # extra click-0 samples: the task the ranking evaluation measures (0: impressions only).
+    # None: train.sampled_negatives on a feed (or joint) model of KuaiSAR, else 0
+    sampled_negatives: int | None = Field(None, ge=0, le=100)
+    # what chooses the kept epoch: the mean valid AUC over the tasks, or the valid feed click
+    # ranking (NDCG@10 on the candidates stage's valid candidates). None: train.select on a
+    # feed (or joint) model of KuaiSAR, else auc
+    select: Literal["auc", "ndcg@10"] | None = None
 
-    TRAINING: ClassVar[tuple[str, ...]] = ("scenario", "weight_decay", "sampled_negatives")
+    TRAINING: ClassVar[tuple[str, ...]] = (
+        "scenario",
+        "weight_decay",
+        "sampled_negatives",
+        "select",
+    )
 
     def architecture(self) -> dict:
         """The fields that say what the model is (not kind, not how it is trained)."""
@@ -49,6 +59,15 @@ class ModelConfig(BaseModel):
         if self.scenario != "feed" and not histories:
             raise ConfigError(
                 "scenario", f"{self.scenario} needs the search log: source.kind kuaisar"
+            )
+        if self.select not in (None, "auc") and (self.scenario == "search" or not histories):
+            raise ConfigError(
+                "select",
+                f"{self.select} ranks feed clicks: it needs a feed model on KuaiSAR (use auc)",
+            )
+        if self.sampled_negatives and (self.scenario == "search" or not histories):
+            raise ConfigError(
+                "sampled_negatives", "draws negatives for feed clicks: a feed model on KuaiSAR"
             )
 
     def build(self, spec: EmbeddingSpec, n_tasks: int, sparse: bool) -> nn.Module:

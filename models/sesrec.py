@@ -118,8 +118,7 @@ class SESRecConfig(ModelConfig):
     aligned (InfoNCE), histories split into similar/dissimilar interests (triplet)."""
 
     kind: Literal["sesrec"]
-    # trained on the ranking task with weight decay: it overfits without it (BENCHMARKS.md)
-    sampled_negatives: int = Field(1, ge=0, le=100)
+    # trained with weight decay: it overfits without it (BENCHMARKS.md)
     weight_decay: float | None = Field(0.001, ge=0)
     search_history: bool = True  # false: the ablation without search history
     disentangle: bool = True  # false: the ablation without the similar/dissimilar split

@@ -1,19 +1,21 @@
-"""evaluate@MODEL: test-set AUC, GAUC and logloss per task (a DVC metric), ROC points, gate use."""
+"""evaluate@MODEL: test-set AUC, GAUC and logloss per task and the feed click's ranking metrics
+(sampled and full: tasks.evaluation.ranking) as a DVC metric; the per-click ranks and every
+test prediction (for paired comparisons: tasks.evaluation.paired), ROC points, gate use."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
 from models.multitask import MultiTaskModel
-from tasks.config.params import load_params
-from tasks.evaluation import ranking
+from tasks.config.params import Params, load_params
+from tasks.evaluation import candidates, ranking
 from tasks.evaluation.metrics import task_metrics
-from tasks.io.atomic import write_json_atomic
+from tasks.io.atomic import atomic_path, write_json_atomic
 from tasks.training.checkpoint import load_checkpoint, resolve_device
 from tasks.training.engine import predict
 from tasks.training.tensors import (
@@ -55,20 +57,69 @@ def gate_use(
     return [w.float().cpu().numpy().round(5).tolist() for w in head.mean_gate_weights(x)]
 
 
+# ranks.parquet: per ranked test click, its row in rec_test, the positive's rank among its
+# sampled candidates and in the full catalogue (-1: not ranked in full), whether searched_*
+RANKS_SCHEMA = {"row": pl.Int64, "rank": pl.Int64, "full_rank": pl.Int64, "searched": pl.Boolean}
+
+
 def feed_ranking(
-    model: MultiTaskModel, feats: Path, test: Samples, hist: Histories | None, task: int, e: Any
-) -> dict[str, float]:
-    """HR/NDCG/MRR of the test clicks against sampled negatives (tasks.evaluation.ranking), overall and
-    (searched_*) on the clicks on a category searched in the last `e.searched_hours`."""
+    model: MultiTaskModel,
+    params: Params,
+    test: Samples,
+    hist: Histories | None,
+    task: int,
+) -> tuple[dict[str, float], pl.DataFrame]:
+    """The ranking metrics of the test clicks' candidates (paths.candidates/test.parquet):
+    sampled, full (the clicks marked full) and (searched_*) on the clicks on a category
+    searched in the last evaluate.searched_hours; and the per-click ranks (ranks.parquet)."""
+    feats = params.paths.features
     spec = read_spec(feats)
-    c = ranking.ranked_candidates(feats, e.ranking_negatives, e.ranking_positives, e.seed)
-    s = ranking.scores(model, test, hist, c, spec, task)
-    out = ranking.ranking_metrics(s)
-    if e.searched_hours > 0 and hist is not None:
+    c = candidates.load_candidates(feats, params.paths.candidates / "test.parquet")
+    if len(c.rows) == 0:  # candidates.positives 0: ranking off
+        return {}, pl.DataFrame(schema=RANKS_SCHEMA)
+    rank = candidates.ranks_of(ranking.scores(model, test, hist, c, spec, task))
+    out = candidates.rank_metrics(rank)
+    full = np.full(len(rank), -1, dtype=np.int64)  # -1: not ranked in full
+    if c.full is not None and c.full.any():
+        served = candidates.served_indices(feats, c)
+        full[c.full] = ranking.catalogue_ranks(model, test, hist, c, served, spec, task)
+        out |= candidates.rank_metrics(full[c.full], candidates.FULL)
+        out["full_positives"] = int(c.full.sum())
+        out["catalogue"] = len(c.fields)
+    searched = np.zeros(len(rank), dtype=bool)
+    hours = params.evaluate.searched_hours
+    if hours > 0 and hist is not None:
         cat = list(spec["sparse"]).index("cat1")
-        searched = ranking.recently_searched(test, hist, c.rows, cat, e.searched_hours)
-        out |= ranking.sliced_metrics(s, searched, "searched")
-    return out
+        searched = ranking.recently_searched(test, hist, c.rows, cat, hours)
+        out |= ranking.sliced_metrics(rank, searched, "searched")
+    per_click = pl.DataFrame(
+        {"row": c.rows, "rank": rank, "full_rank": full, "searched": searched},
+        schema=RANKS_SCHEMA,
+    )
+    return out, per_click
+
+
+def prediction_table(
+    probs: np.ndarray, labels: np.ndarray, tasks: list[str], files: list[tuple[str, int]]
+) -> pl.DataFrame:
+    """Every test prediction with its label, by sample file (`files`: (prefix, rows) in the
+    samples' order: rec or table, then src for joint models) and row there: what a paired
+    comparison of two models joins on (tasks.evaluation.paired)."""
+    return pl.DataFrame(
+        {
+            "file": [name for name, n in files for _ in range(n)],
+            "row": np.concatenate([np.arange(n) for _, n in files]).astype(np.int64),
+            **{f"p_{t}": probs[:, i] for i, t in enumerate(tasks)},
+            **{f"y_{t}": labels[:, i] for i, t in enumerate(tasks)},
+        }
+    )
+
+
+def sample_parts(spec: dict, scenario: str) -> list[tuple[str, int]]:
+    """(file prefix, test rows) of a scenario's test samples, in scenario_samples' order."""
+    feed = (sample_files(spec), int(spec["rows"][f"{sample_files(spec)}_test"]))
+    search = ("src", int(spec["rows"].get("src_test", 0)))
+    return {"feed": [feed], "search": [search], "joint": [feed, search]}[scenario]
 
 
 def _count(metric: str) -> bool:
@@ -96,9 +147,16 @@ def main(argv: list[str] | None = None) -> None:
     probs = predict(model, test, hist, params.evaluate.batch_size, regression=regression)
     labels = test.labels.cpu().numpy()
     metrics = task_metrics(labels, probs, test.user, tasks, regression)
-    e = params.evaluate
-    if sample_files(spec) == "rec" and "click" in tasks and e.ranking_positives > 0:
-        metrics["click"] |= feed_ranking(model, feats, test, hist, tasks.index("click"), e)
+    out.mkdir(parents=True, exist_ok=True)
+    per_click = pl.DataFrame(schema=RANKS_SCHEMA)  # none: the source has no feed clicks
+    if sample_files(spec) == "rec" and "click" in tasks:
+        # joint models: the feed rows come first, so candidate rows index them as they are
+        ranks_metrics, per_click = feed_ranking(model, params, test, hist, tasks.index("click"))
+        metrics["click"] |= ranks_metrics
+    with atomic_path(out / "ranks.parquet") as tmp:
+        per_click.write_parquet(tmp)
+    with atomic_path(out / "predictions.parquet") as tmp:
+        prediction_table(probs, labels, tasks, sample_parts(spec, scenario)).write_parquet(tmp)
     write_json_atomic(out / "metrics.json", metrics)
     details: dict[str, Any] = {
         "roc": {
@@ -110,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         "kind": config["kind"],
         "scenario": scenario,
         "head": config["head"],
+        "fit": config.get("fit", {}),  # how it was trained: the report states it
         "tasks": tasks,
     }
     write_json_atomic(out / "evaluation.json", details)

@@ -1,12 +1,19 @@
-"""report: one comparison table of every model x task x metric (markdown and JSON)."""
+"""report: one comparison table of every model x task x metric, each model's training protocol
+next to its figures, paired comparisons with bootstrap 95% CIs (every model against
+report.baseline, and report.pairs), and whether sampled and full ranking order the models alike
+(markdown and JSON)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-from tasks.config.params import load_params
+import numpy as np
+
+from tasks.config.params import ReportParams, load_params
+from tasks.evaluation import paired
 from tasks.evaluation.metrics import score
 from tasks.io.atomic import write_json_atomic, write_text_atomic
 from tasks.kuaisar.spec import SEARCH_TASK
@@ -24,6 +31,10 @@ METRICS = (
     "ndcg@5",
     "ndcg@10",
     "mrr",
+    "full_recall@10",  # against every item the user was not served (tasks.evaluation.ranking)
+    "full_recall@50",
+    "full_ndcg@10",
+    "full_ndcg@50",
     "searched_hr@10",  # the clicks on a category searched just before (tasks.evaluation.ranking)
     "searched_ndcg@10",
 )
@@ -39,13 +50,23 @@ def comparison_rows(metrics: dict[str, dict]) -> list[dict[str, object]]:
     ]
 
 
-def markdown_table(rows: list[dict[str, object]]) -> str:
-    """Tasks as row groups, models side by side: the layout a reader compares in."""
+def protocol(fit: dict) -> str:
+    """A model's training protocol in a few words (its checkpoint's fit options)."""
+    neg = fit.get("sampled_negatives", 0)
+    data = f"served + {neg} sampled neg/click" if neg else "served impressions only"
+    return f"{data}; select {fit.get('select', 'auc')}; wd {fit.get('weight_decay', 0):g}"
+
+
+def markdown_table(rows: list[dict[str, object]], protocols: dict[str, str] | None = None) -> str:
+    """Tasks as row groups, models side by side: the layout a reader compares in; the first
+    row says how each model was trained (where they differ, the figures are not like for like)."""
     models = list(dict.fromkeys(str(r["model"]) for r in rows))
     tasks = list(dict.fromkeys(str(r["task"]) for r in rows))
     cell = {(r["model"], r["task"]): r for r in rows}
     head = "| task | metric | " + " | ".join(models) + " |"
     lines = [head, "|" + "---|" * (2 + len(models))]
+    if protocols:
+        lines.append("| trained on | | " + " | ".join(protocols.get(m, "–") for m in models) + " |")
     for t in tasks:
         for k in METRICS:
             have = [m for m in models if k in cell.get((m, t), {})]  # a model may lack the task
@@ -96,6 +117,63 @@ def gain_table(gains: list[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_rows(artifacts: Path, models: list[str], r: ReportParams) -> list[dict[str, Any]]:
+    """Each model minus report.baseline, then report.pairs (those whose models were trained):
+    per shared task/metric, the paired difference and its bootstrap 95% CI."""
+    pairs = [(m, r.baseline) for m in models if r.baseline in models and m != r.baseline]
+    for p in r.pairs:
+        a, _, b = p.partition("-")
+        if a in models and b in models and (a, b) not in pairs:
+            pairs.append((a, b))
+    return [
+        {"a": a, "b": b, "metric": k, **ci}
+        for a, b in pairs
+        for k, ci in paired.compare(artifacts, a, b, r.bootstrap, r.seed).items()
+    ]
+
+
+def ci_table(rows: list[dict[str, Any]]) -> str:
+    """Metrics as rows, comparisons ("a − b") side by side; * where the CI excludes 0."""
+    cols = list(dict.fromkeys(f"{r['a']} − {r['b']}" for r in rows))
+    keys = list(dict.fromkeys(r["metric"] for r in rows))
+    cell = {(f"{r['a']} − {r['b']}", r["metric"]): r for r in rows}
+    lines = ["| metric | " + " | ".join(cols) + " |", "|" + "---|" * (1 + len(cols))]
+    for k in keys:
+        vals = [paired.ci_text(cell[c, k]) if (c, k) in cell else "–" for c in cols]
+        lines.append(f"| {k} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-a of two orderings of the same items."""
+    n, s = len(x), 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += int(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]))
+    return s / (n * (n - 1) / 2) if n > 1 else float("nan")
+
+
+def sampled_vs_full(metrics: dict[str, dict]) -> dict[str, Any] | None:
+    """Do sampled NDCG@10 (1 + negatives) and full NDCG@10 (the catalogue) order the models
+    alike? (Krichene & Rendle, KDD 2020: they need not.)"""
+    have = [m for m, t in metrics.items() if "full_ndcg@10" in t.get("click", {})]
+    if len(have) < 2:
+        return None
+    s = [metrics[m]["click"]["ndcg@10"] for m in have]
+    f = [metrics[m]["click"]["full_ndcg@10"] for m in have]
+    return {
+        "sampled_order": [have[i] for i in np.argsort(s)[::-1]],
+        "full_order": [have[i] for i in np.argsort(f)[::-1]],
+        "kendall_tau": kendall_tau(s, f),
+        "disagree": [
+            (have[i], have[j])
+            for i in range(len(have))
+            for j in range(i + 1, len(have))
+            if np.sign(s[i] - s[j]) * np.sign(f[i] - f[j]) < 0
+        ],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     params = load_params()
@@ -110,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         metrics[m] = {t: per_task[t] for t in order if t in per_task}
     evals = {m: json.loads((artifacts / m / "evaluation.json").read_text()) for m in metrics}
     rows = comparison_rows(metrics)
-    table = markdown_table(rows)
+    protocols = {m: protocol(ev.get("fit", {})) for m, ev in evals.items()}
+    table = markdown_table(rows, protocols)
     gains = multitask_gain(metrics, {m: ev["kind"] for m, ev in evals.items()})
     if gains:
         table += (
@@ -119,9 +198,40 @@ def main(argv: list[str] | None = None) -> None:
             "a negative cell is a task the shared model pays for (the seesaw).\n\n"
             + gain_table(gains)
         )
+    r = params.report
+    pairs = paired_rows(artifacts, list(metrics), r)
+    if pairs:
+        table += (
+            f"\n## Paired differences (a − b), bootstrap 95% CI\n\n"
+            f"On the same ranked clicks (click/: per-click metric values; full_*: the clicks "
+            f"ranked in full) and the same test rows (TASK/auc), {r.bootstrap} Poisson-bootstrap "
+            f"resamples (seed {r.seed}); * marks a CI that excludes 0. Every model against "
+            f"{r.baseline} (report.baseline), then report.pairs. Where two models' protocols "
+            "differ (the trained-on row above), a difference is the protocol's as much as the "
+            "architecture's.\n\n" + ci_table(pairs)
+        )
+    agree = sampled_vs_full(metrics)
+    if agree:
+        table += (
+            "\n## Sampled and full ranking\n\n"
+            f"By sampled NDCG@10: {', '.join(agree['sampled_order'])}.  \n"
+            f"By full NDCG@10: {', '.join(agree['full_order'])}.  \n"
+            f"Kendall's tau {agree['kendall_tau']:.2f}; pairs ordered differently: "
+            + (", ".join(f"{a}/{b}" for a, b in agree["disagree"]) or "none")
+            + ".\n"
+        )
     reports = params.paths.reports
     write_text_atomic(reports / "comparison.md", "# Model comparison (test set)\n\n" + table)
-    write_json_atomic(reports / "comparison.json", {"rows": rows, "multitask_gain": gains})
+    write_json_atomic(
+        reports / "comparison.json",
+        {
+            "rows": rows,
+            "protocols": protocols,
+            "multitask_gain": gains,
+            "paired": pairs,
+            "sampled_vs_full": agree,
+        },
+    )
     tasks = list(dict.fromkeys(t for per_task in metrics.values() for t in per_task))
     draw_pictures(artifacts, reports, metrics, evals, tasks)
     print(table)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,14 @@ import torch.distributed as dist
 
 from tasks.config.models import model_config
 from tasks.config.params import Params, TrainParams, load_params
+from tasks.evaluation import candidates, ranking
 from tasks.io.atomic import write_json_atomic
 from tasks.training.checkpoint import build_model, engine_options, resolve_device
 from tasks.training.engine import fit, init_distributed, save_checkpoint
 from tasks.training.negatives import with_sampled_negatives
 from tasks.training.tensors import (
+    Histories,
+    Samples,
     load_histories,
     read_spec,
     sample_files,
@@ -62,6 +66,48 @@ def _fault_hook(row: dict[str, Any]) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def epoch_samples(
+    train: Samples, spec: dict, tasks: list[str], k: int, seed: int
+) -> Samples | Callable[[int], Samples]:
+    """The training samples, or with `k` sampled negatives per click (the ranking task) a
+    function of the epoch that draws fresh ones each epoch, seeded by (seed, epoch): over the
+    epochs a model sees k times more unserved items than one fixed draw would show it."""
+    if not k:
+        return train
+    if "click" not in tasks:
+        raise SystemExit(
+            f"sampled_negatives draws negatives for feed clicks; tasks {tasks} lack it"
+        )
+    click = tasks.index("click")
+    return lambda epoch: with_sampled_negatives(train, spec, click, k, seed=seed * 10_007 + epoch)
+
+
+def selection(
+    params: Params,
+    select: str,
+    valid: Samples,
+    hist: Histories | None,
+    spec: dict,
+    tasks: list[str],
+) -> tuple[str, Callable[[torch.nn.Module], float]] | None:
+    """None (the engine's mean valid AUC), or for `select: ndcg@10` the valid feed click
+    ranking on the candidates stage's valid candidates."""
+    if select == "auc":
+        return None
+    c = candidates.load_candidates(params.paths.features, params.paths.candidates / "valid.parquet")
+    if len(c.rows) == 0:
+        raise SystemExit(
+            f"select: {select} ranks valid clicks, but candidates.valid_positives is 0"
+        )
+    click = tasks.index("click")
+
+    def score(model: torch.nn.Module) -> float:
+        rank = candidates.ranks_of(ranking.scores(model, valid, hist, c, spec, click))
+        return candidates.rank_metrics(rank, (select,))[select]
+
+    return select, score
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="a model name under `models:` in params.yaml")
@@ -82,30 +128,25 @@ def main(argv: list[str] | None = None) -> None:
     tasks = config["tasks"]
     fit_opts = config["fit"]
     opts = dataclasses.replace(
-        opts,
-        regression=task_types(spec, tasks),
-        weight_decay=p.weight_decay
-        if fit_opts["weight_decay"] is None
-        else fit_opts["weight_decay"],
+        opts, regression=task_types(spec, tasks), weight_decay=fit_opts["weight_decay"]
     )
     train = scenario_samples(feats, "train", spec, config["scenario"], tasks, device)
-    if fit_opts["sampled_negatives"]:
-        if "click" not in tasks:
-            raise SystemExit(
-                f"models.{args.model}.sampled_negatives draws negatives for feed clicks; "
-                f"this model's tasks {tasks} have no click"
-            )
-        train = with_sampled_negatives(
-            train, spec, tasks.index("click"), fit_opts["sampled_negatives"], p.seed
-        )
+    samples = epoch_samples(train, spec, tasks, fit_opts["sampled_negatives"], p.seed)
     valid = scenario_samples(feats, "valid", spec, config["scenario"], tasks, device)
     hist = load_histories(feats, spec, device)
+    select = selection(params, fit_opts["select"], valid, hist, spec, tasks)
     model.to(device)
     n_params = sum(x.numel() for x in model.parameters())
     say = (lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None)
     say(
         f"train@{args.model}: {config['kind']} ({config['scenario']}: {', '.join(tasks)}), "
-        f"{n_params:,} parameters, {len(train):,} samples, "
+        f"{n_params:,} parameters, {len(train):,} samples"
+        + (
+            f" + {fit_opts['sampled_negatives']} sampled negative(s) per click, redrawn each epoch"
+            if fit_opts["sampled_negatives"]
+            else ""
+        )
+        + f", selected on valid {fit_opts['select']}, "
         f"device {device}{f' x {world} ranks' if world > 1 else ''}, "
         f"{'bf16' if opts.bf16 else 'fp32'}, {'sparse' if opts.sparse else 'dense'} embedding updates"
     )
@@ -118,7 +159,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     resume = resume_path(params, args.model, fingerprint(config, p, feats))
     result = fit(
-        wrapped, train, valid, hist, opts, tasks, resume=resume, log=say, on_epoch=_fault_hook
+        wrapped,
+        samples,
+        valid,
+        hist,
+        opts,
+        tasks,
+        resume=resume,
+        log=say,
+        on_epoch=_fault_hook,
+        select=select,
     )
     if rank == 0:
         out = params.paths.artifacts / args.model

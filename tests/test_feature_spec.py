@@ -17,7 +17,7 @@ NEW_FIELD = '    Field("cat2_name", "item", "sparse", "second_level_category_nam
 CHECK = """
 import json, sys
 import numpy as np, polars as pl, torch
-from tasks.evaluation import ranking
+from tasks.evaluation import candidates, ranking
 from tasks.training.negatives import with_sampled_negatives
 from tasks.training.tensors import load_histories, load_samples, read_spec
 
@@ -31,7 +31,7 @@ train = load_samples(d, "rec_train", spec, ["click"], cpu)
 hist = load_histories(d, spec, cpu)
 frames = {p: pl.read_parquet(d / f"rec_{p}.parquet") for p in ("train", "valid", "test")}
 served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
-c = ranking.draw(frames["train"], frames["test"], served, 9, 40, 0, spec["item_side"])
+c = candidates.draw(frames["train"], frames["test"], served, 9, 40, 0, spec["item_side"])
 seen = []
 
 class Probe(torch.nn.Module):

@@ -17,7 +17,7 @@ SMALL = dict(n_users=300, n_items=3000, rec_actions=40_000, search_sessions=4000
 def params(**generate) -> Params:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["generate"] |= SMALL | generate
-    raw["evaluate"] |= {"ranking_positives": 1500}
+    raw["candidates"] |= {"positives": 1500, "full_positives": 0}
     return Params.model_validate(raw)
 
 

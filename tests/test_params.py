@@ -47,6 +47,13 @@ def _sesrec_on_a_table(p: dict) -> None:
         (lambda p: p["models"]["sesrec"].update(n_heads=3), "models.sesrec.n_heads"),
         (lambda p: p["models"]["sesrec"].update(temperature=0), "models.sesrec"),
         (_sesrec_on_a_table, "sesrec, which reads feed and search histories"),
+        (lambda p: p["candidates"].update(full_positives=3000), "candidates.full_positives"),
+        (lambda p: p["report"].update(pairs=["sesrec"]), "report.pairs"),
+        (lambda p: p["models"]["ple_search"].update(select="ndcg@10"), "models.ple_search.select"),
+        (
+            lambda p: p["models"]["ple_search"].update(sampled_negatives=1),
+            "models.ple_search.sampled_negatives",
+        ),
     ],
 )
 def test_bad_params_are_refused_naming_the_key(tmp_path, edit, named):

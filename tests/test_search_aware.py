@@ -19,9 +19,15 @@ def metrics(ndcg: float, auc: float = 0.7, search: float = 0.6, searched: float 
     return feed | {"search_click": {"auc": search}}
 
 
+def ci(diff: float, half: float = 0.01) -> dict:
+    lo, hi = diff - half, diff + half
+    return {"diff": diff, "lo": lo, "hi": hi, "excludes_0": lo > 0 or hi < 0}
+
+
 def runs(gain_on: float, gain_off: float, joint_diff: float, slice_on: float = 0.0) -> list[dict]:
     """Per seed and effect, metrics where SESRec beats the ablation by `gain_*` overall and, with
-    the effect on, by `slice_on` more on the searched slice."""
+    the effect on, by `slice_on` more on the searched slice; each run's paired CIs are the
+    difference +- 0.01."""
     out = []
     for seed, base in ((1, 0.30), (2, 0.31), (3, 0.32)):
         for effect, gain in ((1.5, gain_on), (0.0, gain_off)):
@@ -36,44 +42,62 @@ def runs(gain_on: float, gain_off: float, joint_diff: float, slice_on: float = 0
                     "ple_search": metrics(base, search=0.60),
                     "ple_joint": metrics(base, auc=0.70 + joint_diff, search=0.60 + joint_diff),
                 }
-            out.append({"seed": seed, "search_effect": effect, "metrics": m})
+            pairs = {
+                "sesrec-sesrec_nosearch": {
+                    "click/ndcg@10": ci(gain),
+                    "click/searched_ndcg@10": ci(gain + (slice_on if effect else 0.0)),
+                }
+            }
+            if effect:
+                pairs |= {
+                    "ple_joint-ple": {f"{t}/auc": ci(joint_diff) for t in ("click", "like")},
+                    "ple_joint-ple_search": {"search_click/auc": ci(joint_diff)},
+                }
+            out.append({"seed": seed, "search_effect": effect, "metrics": m, "paired": pairs})
     return out
 
 
-def test_a_gain_larger_than_the_seed_spread_passes_and_one_inside_it_does_not():
+def test_a_gain_whose_paired_ci_excludes_0_on_every_seed_passes_and_one_covering_0_does_not():
     s = summarise(runs(gain_on=0.05, gain_off=0.001, joint_diff=0.01))
     on, off = s["checks"]["effect_on"], s["checks"]["effect_off"]
-    assert on["seed_spread"] > 0.009 and on["mean_gain"] > on["seed_spread"]
-    assert on["gain_exceeds_spread"] and not off["gain_exceeds_spread"]
-    assert off["gain_within_noise"] and not on["gain_within_noise"]
+    assert on["seeds_above_0"] == 3 and on["seeds_covering_0"] == 0
+    assert off["seeds_above_0"] == 0 and off["seeds_covering_0"] == 3
+    assert on["ci"][0] == [0.04, 0.06] and on["gain"] == [0.05, 0.05, 0.05]
     small = summarise(runs(gain_on=0.005, gain_off=0.0, joint_diff=0.0))["checks"]["effect_on"]
-    assert not small["gain_exceeds_spread"]
+    assert small["seeds_above_0"] == 0 and small["seeds_covering_0"] == 3
+    text = table(s, [1, 2, 3])
+    assert "above 0 on 3 of 3 seeds, covering 0 on 0" in text
+    assert "spread" not in text  # the unpaired yardstick is retired
 
 
 def test_the_searched_slice_is_checked_on_its_own_and_old_results_without_it_still_summarise():
     s = summarise(runs(gain_on=0.005, gain_off=0.0, joint_diff=0.0, slice_on=0.05))["checks"]
-    assert not s["effect_on"]["gain_exceeds_spread"]  # overall: inside the spread
+    assert s["effect_on"]["seeds_above_0"] == 0  # overall: covers 0
     sliced = s["effect_on"]["searched"]
-    assert sliced["metric"] == "searched_ndcg@10" and sliced["gain_exceeds_spread"]
-    assert s["effect_off"]["searched"]["gain_within_noise"]
+    assert sliced["metric"] == "searched_ndcg@10" and sliced["seeds_above_0"] == 3
+    assert s["effect_off"]["searched"]["seeds_covering_0"] == 3
     old = runs(0.05, 0.0, 0.0)
     for r in old:
+        del r["paired"]  # results from before paired CIs were recorded
         for m in r["metrics"].values():
             for k in ("searched_ndcg@10", "searched_hr@10"):
                 m["click"].pop(k)
     summary = summarise(old)
     assert "searched" not in summary["checks"]["effect_on"]
-    assert "searched_ndcg@10" not in table(summary, [1, 2, 3])
+    assert summary["checks"]["effect_on"]["ci"] is None
+    text = table(summary, [1, 2, 3])
+    assert "searched_ndcg@10" not in text and "no paired CIs" in text
 
 
 def test_the_joint_model_is_compared_on_each_scenario_against_its_own_baseline():
     s = summarise(runs(gain_on=0.05, gain_off=0.0, joint_diff=-0.05))["checks"]["joint"]
     assert s["search_click/auc"]["against"] == "ple_search" and s["click/auc"]["against"] == "ple"
-    assert s["click/auc"]["wins"] == 0 and not s["click/auc"]["not_worse"]
+    assert s["click/auc"]["seeds_below_0"] == 3 and s["click/auc"]["seeds_above_0"] == 0
     won = summarise(runs(gain_on=0.05, gain_off=0.0, joint_diff=0.02))["checks"]["joint"]
-    assert won["search_click/auc"]["wins"] == 3 and won["search_click/auc"]["not_worse"]
+    assert won["search_click/auc"]["seeds_above_0"] == 3
+    assert won["click/ndcg@10"]["ci"] is None  # no run recorded that pair's CI
     text = table(summarise(runs(0.05, 0.0, 0.02)), [1, 2, 3])
-    assert "| sesrec | click | ndcg@10 |" in text and "exceeds the spread: yes" in text
+    assert "| sesrec | click | ndcg@10 |" in text and "joint ahead on 3, behind on 0" in text
 
 
 def test_cells_run_the_project_params_with_only_seed_effect_epochs_and_models_changed():
@@ -82,7 +106,8 @@ def test_cells_run_the_project_params_with_only_seed_effect_epochs_and_models_ch
     assert p["generate"] == project["generate"] | {"seed": 4, "search_effect": 0.0}
     assert p["train"]["seed"] == 4 and p["train"]["epochs"] == 3
     assert p["models"] == project["models"] and p["source"] == {"kind": "kuaisar"}
-    assert p["evaluate"] == project["evaluate"] | {"ranking_positives": 5000}
+    assert p["evaluate"] == project["evaluate"]
+    assert p["candidates"] == project["candidates"] | {"positives": 5000}
 
 
 def test_the_truth_rankers_gain_is_reported_next_to_each_check_when_every_run_has_it():
@@ -109,7 +134,7 @@ def test_from_results_rewrites_the_report_adding_only_missing_truth_gains(tmp_pa
     (tmp_path / "results.json").write_text(json.dumps(res))
     calls = []
 
-    def fake(seed, effect, positives):
+    def fake(seed, effect, positives, candidates=None):
         calls.append((seed, effect, positives))
         return {"ndcg@10": 0.01}
 
@@ -119,7 +144,7 @@ def test_from_results_rewrites_the_report_adding_only_missing_truth_gains(tmp_pa
     out = json.loads((tmp_path / "results.json").read_text())
     assert out["runs"][0]["truth_gain"] == {"ndcg@10": 0.5}
     assert out["summary"]["checks"]["effect_on"]["truth_gain"] == [0.5, 0.01, 0.01]
-    assert "exceeds the spread: yes" in (tmp_path / "table.md").read_text()
+    assert "above 0 on 3 of 3 seeds" in (tmp_path / "table.md").read_text()
 
 
 def test_truth_gain_is_zero_on_a_cell_without_the_search_effect():

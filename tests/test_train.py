@@ -130,13 +130,13 @@ def test_a_corrupted_checkpoint_is_refused_with_a_clear_error(tmp_path):
 
 
 def test_ranking_candidates_are_seeded_unseen_and_popularity_drawn(features):
-    from tasks.evaluation import ranking
+    from tasks.evaluation import candidates
 
     d, spec = features
     frames = {p: pl.read_parquet(d / f"rec_{p}.parquet") for p in PARTS}
     served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
-    c = ranking.draw(frames["train"], frames["test"], served, 99, 300, seed=5)
-    again = ranking.draw(frames["train"], frames["test"], served, 99, 300, seed=5)
+    c = candidates.draw(frames["train"], frames["test"], served, 99, 300, seed=5)
+    again = candidates.draw(frames["train"], frames["test"], served, 99, 300, seed=5)
     assert np.array_equal(c.items, again.items) and c.items.shape == (300, 100)
     ids = c.fields["item_id"].to_numpy()
     test = frames["test"]
@@ -173,7 +173,7 @@ def test_ranking_metrics_on_known_score_tables():
 
 
 def test_trained_model_ranks_clicks_above_sampled_negatives(features):
-    from tasks.evaluation import ranking
+    from tasks.evaluation import candidates, ranking
 
     d, spec = features
     cpu = torch.device("cpu")
@@ -197,7 +197,7 @@ def test_trained_model_ranks_clicks_above_sampled_negatives(features):
     )
     frames = {p: pl.read_parquet(d / f"rec_{p}.parquet") for p in PARTS}
     served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
-    c = ranking.draw(frames["train"], frames["test"], served, 99, 400, 0, spec["item_side"])
+    c = candidates.draw(frames["train"], frames["test"], served, 99, 400, 0, spec["item_side"])
     s = ranking.scores(model, test, hist, c, spec, TASKS.index("click"))
     # column 0 is the positive's own row, unchanged: it scores as plain prediction does
     own = predict(model, test, hist, 1000)[c.rows, TASKS.index("click")]
@@ -267,6 +267,7 @@ def test_history_ages_are_bucketed_against_each_samples_own_time(features):
 
 
 def test_the_searched_slice_is_the_clicks_on_a_category_searched_shortly_before(features):
+    from tasks.evaluation.candidates import ranks_of
     from tasks.evaluation.ranking import recently_searched, searched_categories, sliced_metrics
 
     d, spec = features
@@ -295,9 +296,9 @@ def test_the_searched_slice_is_the_clicks_on_a_category_searched_shortly_before(
     assert recently_searched(s, hist, rows, cat_col, 24 * 365).sum() > got.sum()
     scores = np.random.default_rng(0).random((len(rows), 100))
     scores[got, 0] = 2.0  # every searched positive first: the slice's HR@1 is 1
-    m = sliced_metrics(scores, got, "searched")
+    m = sliced_metrics(ranks_of(scores), got, "searched")
     assert m["searched_positives"] == got.sum() and m["searched_hr@1"] == 1.0
-    assert sliced_metrics(scores, np.zeros(len(rows), bool), "x") == {"x_positives": 0}
+    assert sliced_metrics(ranks_of(scores), np.zeros(len(rows), bool), "x") == {"x_positives": 0}
 
 
 def test_search_samples_carry_their_own_query_and_feed_samples_none(features):
@@ -368,13 +369,13 @@ def test_a_models_training_options_go_to_its_fit_config_not_its_architecture(fea
         update={"train": TrainParams(tasks=TASKS), "models": {**params.models, "mmoe": section}}
     )
     _, config = build_model(params, "mmoe", spec)
-    assert config["fit"] == {"weight_decay": 0.01, "sampled_negatives": 2}
-    assert "weight_decay" not in config["head"] and "sampled_negatives" not in config["head"]
+    assert config["fit"] == {"weight_decay": 0.01, "sampled_negatives": 2, "select": "ndcg@10"}
+    assert not {"weight_decay", "sampled_negatives", "select"} & set(config["head"])
 
 
 def test_every_ranking_candidate_carries_every_item_side_field_of_its_own_item(features):
     """No field of the positive (sparse or dense) survives in a candidate's row."""
-    from tasks.evaluation import ranking
+    from tasks.evaluation import candidates, ranking
 
     d, spec = features
     cpu = torch.device("cpu")
@@ -382,7 +383,7 @@ def test_every_ranking_candidate_carries_every_item_side_field_of_its_own_item(f
     hist = load_histories(d, spec, cpu)
     frames = {p: pl.read_parquet(d / f"rec_{p}.parquet") for p in PARTS}
     served = pl.concat([f.select("raw_user_id", "item_id") for f in frames.values()])
-    c = ranking.draw(frames["train"], frames["test"], served, 9, 50, 0, spec["item_side"])
+    c = candidates.draw(frames["train"], frames["test"], served, 9, 50, 0, spec["item_side"])
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     class Probe(torch.nn.Module):  # records what a model is given
@@ -406,3 +407,119 @@ def test_every_ranking_candidate_carries_every_item_side_field_of_its_own_item(f
         )
     # the candidates differ in duration: the positive's value was not kept
     assert len(set(dense[:, spec["dense"].index("log_duration")].round(5))) > 10
+
+
+def test_candidates_round_trip_through_their_file_and_full_ranks_match_a_brute_force(
+    features, tmp_path
+):
+    from tasks.evaluation import candidates, ranking
+
+    d, spec = features
+    frames = candidates.feed_frames(d)
+    served = candidates.served_pairs(frames)
+    c = candidates.draw(frames["train"], frames["test"], served, 9, 60, 0, spec["item_side"])
+    full = np.arange(len(c.rows)) % 4 == 0
+    vocab = pl.DataFrame(
+        {"item_id": np.arange(1, 10_000) * 7, "index": np.arange(1, 10_000)}
+    )  # raw id = 7 x code
+    table = candidates.candidate_table(c, frames["test"], vocab, full)
+    assert (
+        table["raw_item_id"].to_list() == (table["item_id"].list.eval(pl.element() * 7)).to_list()
+    )
+    table.write_parquet(tmp_path / "test.parquet")
+    back = candidates.load_candidates(d, tmp_path / "test.parquet")
+    ids = c.fields["item_id"].to_numpy()
+    assert np.array_equal(back.rows, c.rows) and np.array_equal(back.full, full)
+    assert np.array_equal(back.fields["item_id"].to_numpy()[back.items], ids[c.items])
+
+    cpu = torch.device("cpu")
+    test = load_samples(d, "rec_test", spec, TASKS, cpu)
+    hist = load_histories(d, spec, cpu)
+    col = list(spec["sparse"]).index("item_id")
+
+    class ByItem(torch.nn.Module):  # a model whose score is the item's encoded id
+        def forward(self, sparse, dense, seqs):
+            return sparse[:, col : col + 1].float().repeat(1, len(TASKS))
+
+    seen = candidates.served_indices(d, back)
+    ranks = ranking.catalogue_ranks(ByItem(), test, hist, back, seen, spec, 0, batch=500)
+    cat = back.fields["item_id"].to_numpy()
+    by_user = served.group_by("raw_user_id").agg(pl.col("item_id").unique())
+    by_user = dict(zip(by_user["raw_user_id"].to_list(), by_user["item_id"].to_list(), strict=True))
+    users = frames["test"]["raw_user_id"].to_numpy()
+    for r, pos, got in zip(back.rows[full], back.items[full, 0], ranks, strict=True):
+        unserved = cat[~np.isin(cat, by_user[users[r]])]
+        assert got == 1 + int((unserved > cat[pos]).sum())
+    assert len(ranks) == full.sum() and ranks.max() > 10
+
+
+def test_training_redraws_its_negatives_each_epoch_and_selects_on_the_given_score(features):
+    from tasks.train import epoch_samples
+
+    d, spec = features
+    cpu = torch.device("cpu")
+    train = load_samples(d, "rec_train", spec, TASKS, cpu)
+    valid = load_samples(d, "rec_valid", spec, TASKS, cpu)
+    draw = epoch_samples(train, spec, TASKS, 1, seed=0)
+    one, two, again = draw(1), draw(2), draw(1)
+    assert len(one) == len(two) > len(train)
+    assert torch.equal(one.sparse, again.sparse)  # seeded by the epoch
+    assert not torch.equal(one.sparse[len(train) :], two.sparse[len(train) :])
+    assert epoch_samples(train, spec, TASKS, 0, seed=0) is train
+
+    params = load_params(ROOT / "params.yaml").model_copy(
+        update={"train": TrainParams(tasks=TASKS)}
+    )
+    model, _ = build_model(params, "shared_bottom", spec)
+    drawn, marks = [], iter([0.1, 0.5, 0.2, 0.3])
+
+    def samples(epoch):
+        drawn.append(epoch)
+        return draw(epoch)
+
+    opts = EngineOptions(epochs=4, patience=3, batch_size=2048, lr=0.005)
+    hist = load_histories(d, spec, cpu)
+    result = fit(
+        model, samples, valid, hist, opts, TASKS, log=lambda m: None,
+        select=("fake", lambda m: next(marks)),
+    )  # fmt: skip
+    assert drawn == [1, 2, 3, 4] and result.best_epoch == 2
+    assert [r["valid_fake"] for r in result.curve] == [0.1, 0.5, 0.2, 0.3]
+    assert result.curve[0]["valid_score"] == 0.1 and "valid_mean_auc" in result.curve[0]
+
+
+def test_adamw_decays_weight_matrices_only(features):
+    from tasks.training.engine import decay_groups, make_optimizers
+
+    d, spec = features
+    params = load_params(ROOT / "params.yaml").model_copy(
+        update={"train": TrainParams(tasks=TASKS)}
+    )
+    for name in ("mmoe", "sesrec"):
+        model, _ = build_model(params, name, spec)
+        decay, keep, sparse = decay_groups(model)
+        named = {id(p): n for n, p in model.named_parameters()}
+        assert len(decay) + len(keep) + len(sparse) == len(list(model.parameters()))
+        tables = {
+            id(m.weight)
+            for m in model.modules()
+            if isinstance(m, torch.nn.Embedding | torch.nn.EmbeddingBag)
+        }
+        assert tables and tables <= {id(p) for p in keep}
+        assert all(p.dim() >= 2 for p in decay) and all(id(p) not in tables for p in decay)
+        assert any("bias" in named[id(p)] for p in keep) and not sparse
+        opt = make_optimizers(model, EngineOptions(1, 1, 8, 0.01, weight_decay=0.1))[0]
+        assert isinstance(opt, torch.optim.AdamW)
+        assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+
+
+def test_every_rng_is_restored():
+    from tasks.training.engine import rng_state, set_rng_state
+
+    np.random.seed(5)
+    torch.manual_seed(5)
+    state = rng_state()
+    first = (np.random.random(3), torch.rand(3))
+    set_rng_state(state)
+    again = (np.random.random(3), torch.rand(3))
+    assert np.array_equal(first[0], again[0]) and torch.equal(first[1], again[1])

@@ -2,11 +2,13 @@
 to feed NDCG@10 on the ranking evaluation. Not a pipeline stage: it reads params.yaml and redraws
 the generated logs (deterministic for generate.seed), so it needs no data on disk.
 
-    python -m flows.experiments.oracle [--positives 10000]     # prints one JSON object
+    python -m flows.experiments.oracle [--positives 10000 | --candidates FILE]  # one JSON object
 
-It follows evaluate@'s protocol: test clicks (served from split.test_start on; a seeded sample of
-`positives`) each ranked against evaluate.ranking_negatives items drawn by train popularity, never
-one the user was served (tasks.evaluation.ranking.draw itself). Each candidate is scored by the generator's
+It ranks the candidates stage's own file (paths.candidates/test.parquet, the clicks and
+candidates every evaluate@ ranked) when there is one, else draws with the same protocol
+(tasks.evaluation.candidates.draw): test clicks (served from split.test_start on; a seeded sample
+of `positives`) each against candidates.negatives items drawn by train popularity, never one the
+user was served. Each candidate is scored by the generator's
 probability that the user is served it and clicks it, over the chance that the draw picks it as
 a negative (so the score is the posterior that a candidate is the clicked one):
 
@@ -29,13 +31,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from tasks.config.params import Params, beijing_ms, load_params
-from tasks.evaluation.ranking import draw, ranking_metrics
+from tasks.evaluation.candidates import click_values, draw, rank_metrics, ranks_of
+from tasks.evaluation.paired import paired_mean
 from tasks.kuaisar import world as g
 
 
@@ -51,26 +55,55 @@ def _user_means(u: np.ndarray, x: np.ndarray, n_users: int) -> np.ndarray:
     return np.stack([np.bincount(u, x[:, c], n_users) for c in range(x.shape[1])], 1) / n[:, None]
 
 
-def search_gain_bound(p: Params, positives: int | None = None) -> dict[str, Any]:
-    """Ranking metrics of the `dynamic` and `static` truth rankers (module docstring)."""
-    gp, e = p.generate, p.evaluate
-    positives = positives or e.ranking_positives
-    _, w, _, search, rec = g.draw_logs(gp)
+def from_candidates(
+    path: Path, rec: pl.DataFrame, item_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates stage's clicks as (P,) rows of the generator's feed log and (P, W)
+    generator item indices: the very candidates every evaluate@ ranked."""
+    c = pl.read_parquet(path)
+    log = rec.select(
+        pl.col("u").alias("raw_user_id") + 1,
+        pl.col("i"),
+        pl.col("timestamp").cast(pl.Int64),
+        pl.int_range(pl.len()).alias("log_row"),
+    ).unique(["raw_user_id", "i", "timestamp"], keep="first")
+    items = np.searchsorted(item_ids, np.array(c["raw_item_id"].to_list()))
+    keys = c.select("raw_user_id", pl.col("timestamp").cast(pl.Int64), pl.Series("i", items[:, 0]))
+    found = keys.join(log, on=["raw_user_id", "i", "timestamp"], how="left", maintain_order="left")
+    if found["log_row"].null_count():
+        raise ValueError(
+            f"{path}: {found['log_row'].null_count()} candidate clicks are not in the "
+            "generator's log for these params: drawn from another dataset"
+        )
+    return found["log_row"].to_numpy(), items
+
+
+def search_gain_bound(
+    p: Params, positives: int | None = None, candidates: Path | None = None
+) -> dict[str, Any]:
+    """Ranking metrics of the `dynamic` and `static` truth rankers (module docstring), on the
+    candidates stage's file `candidates` when given (the clicks every model ranked), else on
+    a draw of `positives` test clicks with the same protocol."""
+    gp, cp = p.generate, p.candidates
+    _, w, item_ids, search, rec = g.draw_logs(gp)
     u, i = rec["u"].to_numpy(), rec["i"].to_numpy()
     t = rec["timestamp"].to_numpy().astype(np.int64)
     valid_start, test_start = beijing_ms(p.split.valid_start), beijing_ms(p.split.test_start)
     in_train = t < valid_start
-    frame = pl.DataFrame({"raw_user_id": u, "click": rec["click"], "item_id": i + 1})
-    c = draw(
-        frame.filter(in_train),
-        frame.filter(t >= test_start),
-        frame,
-        e.ranking_negatives,
-        positives,
-        e.seed,
-    )
-    test = np.flatnonzero(t >= test_start)[c.rows]
-    items = c.fields["item_id"].to_numpy()[c.items] - 1  # (P, 1 + negatives) generator item indices
+    if candidates is not None:
+        test, items = from_candidates(candidates, rec, item_ids)
+    else:
+        frame = pl.DataFrame({"raw_user_id": u, "click": rec["click"], "item_id": i + 1})
+        c = draw(
+            frame.filter(in_train),
+            frame.filter(t >= test_start),
+            frame,
+            cp.negatives,
+            positives or cp.positives,
+            cp.seed,
+        )
+        test = np.flatnonzero(t >= test_start)[c.rows]
+        items = c.fields["item_id"].to_numpy()[c.items] - 1  # (P, W) generator item indices
     users = np.broadcast_to(u[test][:, None], items.shape)
     cats, times = w.item_cat[items], np.broadcast_to(t[test][:, None], items.shape)
     n_users, n_cats = len(w.feed_cats), len(w.cat_pop)
@@ -115,14 +148,21 @@ def search_gain_bound(p: Params, positives: int | None = None) -> dict[str, Any]
     dynamic = np.log(serve_dyn) - in_category + click_dyn - drawn
     static = np.log(serve_static) - in_category + click_static - drawn
     searched = None
-    if e.searched_hours > 0:  # evaluate@'s searched_* slice (its window, not the effect's)
-        searched = recent(users[:, :1], cats[:, :1], times[:, :1], e.searched_hours)[:, 0] > 0
-    out: dict[str, Any] = {"ranked_clicks": len(test)}
-    for name, s in (("dynamic", dynamic), ("static", static)):
-        out[name] = ranking_metrics(s)
+    hours = p.evaluate.searched_hours
+    if hours > 0:  # evaluate@'s searched_* slice (its window, not the effect's)
+        searched = recent(users[:, :1], cats[:, :1], times[:, :1], hours)[:, 0] > 0
+    out: dict[str, Any] = {"ranked_clicks": len(test), "on_candidates_file": candidates is not None}
+    ranks = {name: ranks_of(s) for name, s in (("dynamic", dynamic), ("static", static))}
+    for name, rank in ranks.items():
+        out[name] = rank_metrics(rank)
         if searched is not None and searched.any():
-            out[name]["searched_ndcg@10"] = ranking_metrics(s[searched])["ndcg@10"]
+            out[name]["searched_ndcg@10"] = rank_metrics(rank[searched], ("ndcg@10",))["ndcg@10"]
     out["gain"] = {k: out["dynamic"][k] - out["static"][k] for k in out["dynamic"]}
+    # per click, paired: what knowing the searches is worth, with its bootstrap 95% CI
+    out["gain_ci"] = {"ndcg@10": paired_mean(*(click_values(ranks[n], "ndcg@10") for n in ranks))}
+    if searched is not None and searched.any():
+        vals = (click_values(ranks[n][searched], "ndcg@10") for n in ranks)
+        out["gain_ci"]["searched_ndcg@10"] = paired_mean(*vals)
     out["searched_share"] = float(searched.mean()) if searched is not None else None
     return out
 
@@ -130,8 +170,18 @@ def search_gain_bound(p: Params, positives: int | None = None) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--positives", type=int, default=None, help="ranked test clicks (params)")
+    ap.add_argument(
+        "--candidates",
+        type=Path,
+        default=None,
+        help="a candidates stage file (default: paths.candidates/test.parquet when it exists; "
+        "else a fresh draw of --positives clicks)",
+    )
     args = ap.parse_args(argv)
-    print(json.dumps(search_gain_bound(load_params(), args.positives)))
+    params = load_params()
+    path = args.candidates or params.paths.candidates / "test.parquet"
+    use = path if (args.candidates or (args.positives is None and path.is_file())) else None
+    print(json.dumps(search_gain_bound(params, args.positives, use)))
 
 
 if __name__ == "__main__":

@@ -10,16 +10,18 @@ category (`generate.search_effect`). For every seed, and with that effect on (th
 and off (0), the flow generates a dataset and runs the real pipeline on it (flows.pipeline as a
 subflow: dvc repro of every stage in a throw-away copy of the project), then compares:
 - SESRec against its no-search ablation on feed NDCG@10 (the ranking evaluation): with the
-  effect on the gain should exceed the seed-to-seed spread; with it off it should vanish; the
-  same on the `searched` slice (clicks on a category the user searched in the last
-  evaluate.searched_hours), where the planted effect lives;
+  effect on, the gain should show (its paired 95% CI above 0) on every seed; with it off, every
+  seed's CI should cover 0; the same on the `searched` slice (clicks on a category the user
+  searched in the last evaluate.searched_hours), where the planted effect lives;
 - the joint model (ple_joint) against the per-scenario models (ple on the feed, ple_search on
-  search) on both scenarios.
-Next to each gain it reports what the generator's own truth as a ranker gains from knowing the
-searches on the same dataset and protocol (flows.experiments.oracle): the most a model can be expected to
-gain there. Each cell ranks `--positives` test clicks (params: evaluate.ranking_positives, 2,000 by default;
-more here, because the searched slice is a fraction of them and its sampling noise would
-otherwise swamp the seed-to-seed comparison). Writes results.json (every run's metrics) and
+  search) on both scenarios, per seed with paired CIs.
+Each difference is paired: the two models ranked the same candidates (the cell's candidates
+stage) and scored the same test rows (tasks.evaluation.paired); the seed-to-seed spread of the
+levels is no yardstick for it. Next to each gain it reports what the generator's own truth as a
+ranker gains from knowing the searches on the very same candidates (flows.experiments.oracle):
+the most a model can be expected to gain there. Each cell ranks `--positives` test clicks
+(params: candidates.positives, 2,000 by default; more here, because the searched slice is a
+fraction of them). Writes results.json (every run's metrics) and
 table.md under `--out`; `--from-results` rewrites them from the results.json there (adding
 the truth ranker's figures where a run lacks them) without training anything.
 """
@@ -41,6 +43,7 @@ from flows.experiments.oracle import search_gain_bound
 from flows.pipeline import pipeline
 from flows.project import ROOT, copy_project, with_python_on_path
 from tasks.config.params import Params
+from tasks.evaluation import paired
 from tasks.io.atomic import write_json_atomic, write_text_atomic
 
 SEARCH_AWARE = ["sesrec", "sesrec_nosearch"]  # sesrec_nodis is in the default run, not here
@@ -66,18 +69,32 @@ def cell_params(
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["generate"] |= {"seed": seed, "search_effect": effect}
     params["train"] |= {"seed": seed, "epochs": epochs, "models": models}
-    params["evaluate"] |= {"ranking_positives": positives}
+    params["candidates"] |= {"positives": positives}
     params["paths"] = {**params["paths"], "raw": "data/raw", "source": "data/raw"}
     params["source"] = {"kind": "kuaisar"}
     return params
 
 
-def truth_gain(seed: int, effect: float, positives: int) -> dict[str, float]:
+def truth_gain(
+    seed: int, effect: float, positives: int, candidates: Path | None = None
+) -> dict[str, float]:
     """What the generator's truth ranker gains from the searches on this cell's dataset (feed
-    ndcg@10 and searched_ndcg@10; flows.experiments.oracle). Redraws the logs: seconds, no training."""
+    ndcg@10 and searched_ndcg@10; flows.experiments.oracle), on the cell's own candidates file
+    when given. Redraws the logs: seconds, no training."""
     params = Params.model_validate(cell_params(seed, effect, 1, SEARCH_AWARE, positives))
-    gain = search_gain_bound(params)["gain"]
+    gain = search_gain_bound(params, candidates=candidates)["gain"]
     return {k: gain[k] for k in ("ndcg@10", "searched_ndcg@10") if k in gain}
+
+
+# the paired comparisons of each cell (a minus b), on the cell's own candidates and test rows
+PAIRS = [("sesrec", "sesrec_nosearch"), ("ple_joint", "ple"), ("ple_joint", "ple_search")]
+
+
+def cell_pairs(artifacts: Path, models: list[str]) -> dict[str, dict]:
+    """Per pair of PAIRS whose models the cell trained: {task/metric: paired CI}."""
+    return {
+        f"{a}-{b}": paired.compare(artifacts, a, b) for a, b in PAIRS if a in models and b in models
+    }
 
 
 @task(task_run_name="seed={seed} search_effect={effect}")
@@ -92,10 +109,17 @@ def one_cell(seed: int, effect: float, epochs: int, positives: int, work: str) -
         metrics = {
             m: json.loads((d / "artifacts" / m / "metrics.json").read_text()) for m in models
         }
+        pairs = cell_pairs(d / "artifacts", models)
+        truth = truth_gain(seed, effect, positives, d / "data" / "candidates" / "test.parquet")
     finally:
         shutil.rmtree(d, ignore_errors=True)  # a dataset and models per cell: keep only metrics
-    truth = truth_gain(seed, effect, positives)
-    return {"seed": seed, "search_effect": effect, "metrics": metrics, "truth_gain": truth}
+    return {
+        "seed": seed,
+        "search_effect": effect,
+        "metrics": metrics,
+        "paired": pairs,
+        "truth_gain": truth,
+    }
 
 
 def _std(v: np.ndarray) -> float:
@@ -124,30 +148,36 @@ def _has(runs: list[dict[str, Any]], k: str) -> bool:
     return all(k in r["metrics"]["sesrec"]["click"] for r in runs)
 
 
+def _cis(runs: list[dict[str, Any]], effect_on: bool, pair: str, key: str) -> list[dict] | None:
+    """Each seed's paired CI of `pair` on `key` (None where a run predates paired CIs)."""
+    out = [r.get("paired", {}).get(pair, {}).get(key) for r in _side(runs, effect_on)]
+    return None if not out or None in out else out
+
+
 def _gain(runs: list[dict[str, Any]], effect_on: bool, k: str) -> dict[str, Any]:
-    """SESRec minus its no-search ablation on feed click metric `k`, per seed, against the
-    seed-to-seed spread."""
+    """SESRec minus its no-search ablation on feed click metric `k`: per seed the paired
+    difference on the same candidates with its bootstrap 95% CI, and how many seeds' CIs
+    exclude 0 (with the effect on, the gain should show on every seed; off, on none)."""
     full = _values(runs, effect_on, "sesrec", "click", k)
     ablation = _values(runs, effect_on, "sesrec_nosearch", "click", k)
     gain = full - ablation  # paired: the same dataset and candidates
-    spread = max(_std(full), _std(ablation))
     truth = [r.get("truth_gain", {}).get(k) for r in _side(runs, effect_on)]
+    cis = _cis(runs, effect_on, "sesrec-sesrec_nosearch", f"click/{k}")
     return {
         "metric": k,
         # the generator's truth ranker, same datasets: the gain a model can be expected to reach
         "truth_gain": None if None in truth else [round(v, 5) for v in truth],
         "gain": gain.round(5).tolist(),
         "mean_gain": float(gain.mean()),
-        "gain_std": _std(gain),
-        "seed_spread": spread,
-        "gain_exceeds_spread": bool(gain.mean() > spread),
-        "gain_within_noise": len(gain) > 1
-        and bool(abs(gain.mean()) <= max(spread, 2 * _std(gain))),
+        "ci": None if cis is None else [[round(c["lo"], 5), round(c["hi"], 5)] for c in cis],
+        "seeds": len(gain),
+        "seeds_above_0": None if cis is None else sum(c["lo"] > 0 for c in cis),
+        "seeds_covering_0": None if cis is None else sum(c["lo"] <= 0 <= c["hi"] for c in cis),
     }
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means, spreads and the three planted-truth checks."""
+    """Means and spreads over seeds, and the planted-truth checks as per-seed paired CIs."""
     out: dict[str, Any] = {"stats": {}, "checks": {}}
     for on in (True, False):
         side = "effect_on" if on else "effect_off"
@@ -174,12 +204,16 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         j, s = _values(runs, True, "ple_joint", t, k), _values(runs, True, separate, t, k)
         if len(j) and len(s):
             d = j - s
+            cis = _cis(runs, True, f"ple_joint-{separate}", f"{t}/{k}")
             joint[f"{t}/{k}"] = {
                 "against": separate,
                 "diff": d.round(5).tolist(),
                 "mean_diff": float(d.mean()),
-                "wins": int((d > 0).sum()),
-                "not_worse": bool(d.mean() >= -_std(s)),
+                "ci": None
+                if cis is None
+                else [[round(c["lo"], 5), round(c["hi"], 5)] for c in cis],
+                "seeds_above_0": None if cis is None else sum(c["lo"] > 0 for c in cis),
+                "seeds_below_0": None if cis is None else sum(c["hi"] < 0 for c in cis),
             }
     out["checks"]["joint"] = joint
     return out
@@ -200,21 +234,26 @@ def table(summary: dict[str, Any], seeds: list[int]) -> str:
             cells.append(f"{s['mean']:.4f} ± {s['std']:.4f}" if s else "–")
         lines.append(f"| {m} | {t} | {k} | {cells[0]} | {cells[1]} |")
     text = [
-        f"Mean ± std over seeds {seeds} (a fresh dataset per seed; test split).",
+        f"Mean ± std over seeds {seeds} (a fresh dataset per seed; test split). Each check is a "
+        "paired difference on the same candidates (or test rows) per seed, with its bootstrap "
+        "95% CI (tasks.evaluation.paired); the count of seeds whose CI excludes 0 is the verdict.",
         "",
         *lines,
         "",
     ]
-    for side, want in (("effect_on", "gain_exceeds_spread"), ("effect_off", "gain_within_noise")):
+    for side in ("effect_on", "effect_off"):
         for c in (ch[side], ch[side].get("searched")):
             if c is None:
                 continue
             text.append(
                 f"- {side.replace('_', ' ')}: SESRec minus no-search ablation, feed {c['metric']} "
-                f"per seed {c['gain']}, mean {c['mean_gain']:+.4f} (paired std "
-                f"{c['gain_std']:.4f}); seed-to-seed spread {c['seed_spread']:.4f}; "
-                f"{'exceeds the spread' if want == 'gain_exceeds_spread' else 'within noise'}: "
-                f"{'yes' if c[want] else 'no'}"
+                f"per seed {c['gain']} (mean {c['mean_gain']:+.4f})"
+                + (
+                    f", paired 95% CIs {c['ci']}: above 0 on {c['seeds_above_0']} of "
+                    f"{c['seeds']} seeds, covering 0 on {c['seeds_covering_0']}"
+                    if c["ci"] is not None
+                    else " (no paired CIs: results from before they were recorded)"
+                )
                 + (
                     f"; the generator's truth ranker gains {np.mean(c['truth_gain']):+.4f} "
                     f"(per seed {c['truth_gain']})"
@@ -224,9 +263,13 @@ def table(summary: dict[str, Any], seeds: list[int]) -> str:
             )
     for key, c in ch["joint"].items():
         text.append(
-            f"- joint vs {c['against']} on {key}: per seed {c['diff']}, mean {c['mean_diff']:+.4f}, "
-            f"joint ahead on {c['wins']} of {len(c['diff'])}; not worse: "
-            f"{'yes' if c['not_worse'] else 'no'}"
+            f"- joint vs {c['against']} on {key}: per seed {c['diff']}, mean {c['mean_diff']:+.4f}"
+            + (
+                f", paired 95% CIs {c['ci']}: joint ahead on {c['seeds_above_0']}, behind on "
+                f"{c['seeds_below_0']} of {len(c['diff'])} seeds"
+                if c["ci"] is not None
+                else " (no paired CIs)"
+            )
         )
     return "\n".join(text) + "\n"
 

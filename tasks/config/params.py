@@ -40,6 +40,7 @@ class Paths(_Strict):
     source: Path = Path("data/raw")  # the KuaiSAR folder the pipeline reads: raw, or a real one
     split: Path = Path("data/split")
     features: Path = Path("data/features")
+    candidates: Path = Path("data/candidates")  # the ranking evaluation's candidates
     artifacts: Path = Path("artifacts")
     reports: Path = Path("reports")
     checkpoints: Path = Path("checkpoints")  # resume checkpoints of unfinished training runs
@@ -192,7 +193,11 @@ class TrainParams(_Strict):
     patience: int = Field(2, ge=1)
     batch_size: int = Field(2048, ge=1)
     lr: float = Field(0.005, gt=0, le=1)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)  # AdamW's, on weight matrices only
+    # the training protocol of every feed (and joint) model on KuaiSAR, unless its section
+    # says otherwise: sampled negatives per click (redrawn each epoch) and epoch selection
+    sampled_negatives: int = Field(1, ge=0, le=100)
+    select: Literal["auc", "ndcg@10"] = "ndcg@10"
     embed_dim: int = Field(16, ge=1, le=1024)
     threads: int = Field(2, ge=1, le=256)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -203,14 +208,54 @@ class ServeParams(_Strict):
     cron: str = Field("0 3 * * *", min_length=9)  # five cron fields
 
 
+class CandidatesParams(_Strict):
+    """The ranking evaluation's candidates (KuaiSAR feed clicks), drawn once (tasks.candidates)."""
+
+    negatives: int = Field(99, ge=1, le=10_000)  # popularity-drawn unserved items per click
+    positives: int = Field(2000, ge=0)  # test clicks, a seeded sample; 0 turns ranking off
+    # valid clicks: for models that select their epoch on valid ranking (select: ndcg@10)
+    valid_positives: int = Field(2000, ge=0)
+    # of the ranked test clicks, this many are also ranked against every unserved item
+    full_positives: int = Field(100, ge=0)
+    seed: int = 0  # the draw: every model sees the same candidates
+
+    @model_validator(mode="after")
+    def _full_within(self) -> CandidatesParams:
+        if self.full_positives > self.positives:
+            raise ValueError(
+                f"candidates.full_positives ({self.full_positives}) are a subset of the ranked "
+                f"test clicks: at most candidates.positives ({self.positives})"
+            )
+        return self
+
+
 class EvaluateParams(_Strict):
     batch_size: int = Field(16384, ge=1)
-    # ranking (KuaiSAR feed clicks): each sampled test click against popularity-drawn negatives
-    ranking_negatives: int = Field(99, ge=1, le=10_000)
-    ranking_positives: int = Field(2000, ge=0)  # 0 turns the ranking evaluation off
     # also rank the slice of clicks whose category the user searched in these hours (0: off)
     searched_hours: float = Field(48, ge=0)
+
+
+class ReportParams(_Strict):
+    # every model against it, on every metric they share: paired differences, bootstrap CIs
+    baseline: ModelName = "shared_bottom"
+    # further paired comparisons "a-b" (a minus b), skipped where a model is not trained
+    pairs: list[str] = [
+        "sesrec-sesrec_nosearch",
+        "sesrec-sesrec_nodis",
+        "ple_joint-ple",
+        "ple_joint-ple_search",
+    ]
+    bootstrap: int = Field(1000, ge=100, le=100_000)  # resamples (Poisson bootstrap)
     seed: int = 0
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, v: list[str]) -> list[str]:
+        for p in v:
+            a, _, b = p.partition("-")
+            if not a or not b or a == b:
+                raise ValueError(f"report.pairs entry {p!r} must be two model names 'a-b'")
+        return v
 
 
 class Params(_Strict):
@@ -225,7 +270,9 @@ class Params(_Strict):
     # each section validates into its kind's config class (models.registry) where it is used:
     # tasks.config.models, so that the data stages do not depend on the model code
     models: dict[ModelName, dict[str, Any]] = {}
+    candidates: CandidatesParams = CandidatesParams()
     evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
     serve: ServeParams = ServeParams()
 
     @model_validator(mode="after")

@@ -64,6 +64,26 @@ def engine_options(
     )
 
 
+def fit_options(section: ModelConfig, params: Params) -> dict[str, Any]:
+    """How a model is trained: its section's training options, each unset one (None) from the
+    train section; the ranking protocol (sampled negatives, selection on valid ranking) where
+    there is a feed click to rank (a feed or joint model of KuaiSAR), else none."""
+    p = params.train
+    ranks = (
+        section.scenario != "search"
+        and params.source.kind == "kuaisar"
+        and "click" in params.train.tasks
+    )
+    default = {
+        "weight_decay": p.weight_decay,
+        "sampled_negatives": p.sampled_negatives if ranks else 0,
+        "select": p.select if ranks else "auc",
+    }
+    return {
+        k: default[k] if getattr(section, k) is None else getattr(section, k) for k in FIT_OPTIONS
+    }
+
+
 def build_model(
     params: Params, name: str, spec: dict, sparse: bool = False
 ) -> tuple[MultiTaskModel, dict[str, Any]]:
@@ -75,7 +95,7 @@ def build_model(
         "kind": section.kind,
         "scenario": section.scenario,
         "head": section.architecture(),
-        "fit": {k: getattr(section, k) for k in FIT_OPTIONS},
+        "fit": fit_options(section, params),
         "model": section.model_dump(),  # the whole params section: what rebuilds the model
         "tasks": task_names(section, list(params.train.tasks)),
         "embedding": json.loads(json.dumps(dataclasses.asdict(emb))),

@@ -2,11 +2,16 @@
 
 - All data are tensors on the device; an epoch is an index permutation, a batch a slice of it.
 - No host synchronisation inside a step: losses accumulate on the device, read once an epoch.
-- Sparse embedding gradients with SparseAdam (dense Adam for the rest), bf16 autocast where the
-  hardware supports it, experts batched into one matmul (see models.layers).
-- A resume checkpoint (model, optimizers, RNG, epoch, best weights, curve) is written atomically
-  after every epoch; a killed run started again continues from it and ends where an
-  uninterrupted run would.
+- AdamW with decoupled weight decay on weight matrices only: never on embedding tables, biases
+  or norms (as nanoGPT's configure_optimizers), so rarely updated rows (query words, search-only
+  items) are not shrunk the fastest. Sparse embedding gradients use SparseAdam (no decay).
+- bf16 autocast where the hardware supports it, experts batched into one matmul (models.layers).
+- The training samples may be redrawn every epoch (`train` a function of the epoch: fresh
+  sampled negatives, seeded by the epoch); the kept epoch is chosen by the mean valid AUC, or by
+  a `select` function (valid ranking) for models trained for ranking.
+- A resume checkpoint (model, optimizers, every RNG in use: torch CPU and CUDA, numpy; epoch,
+  best weights, curve) is written atomically after every epoch; a killed run started again
+  continues from it and ends where an uninterrupted run would.
 - Under `torchrun` each rank trains on its shard of every epoch's permutation with
   DistributedDataParallel; rank 0 evaluates and decides early stopping for all.
 """
@@ -150,18 +155,68 @@ def valid_scores(
     return out
 
 
+def decay_groups(model: nn.Module) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """(decayed, not decayed, sparse) parameters: weight matrices (2-D and up: linear layers,
+    batched experts, attention) decay; embedding tables, biases and norms (1-D) do not; sparse
+    embedding tables go to SparseAdam."""
+    tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag)]
+    sparse = {
+        id(m.weight)
+        for m in model.modules()
+        if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse
+    }
+    table_ids = {id(t) for t in tables}
+    decay, keep, sp = [], [], []
+    for p in model.parameters():
+        if id(p) in sparse:
+            sp.append(p)
+        elif id(p) in table_ids or p.dim() < 2:
+            keep.append(p)
+        else:
+            decay.append(p)
+    return decay, keep, sp
+
+
 def make_optimizers(model: nn.Module, o: EngineOptions) -> list[torch.optim.Optimizer]:
-    """SparseAdam for sparse-gradient embeddings, Adam for everything else."""
-    sparse = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
-    ids = {id(p) for p in sparse}
-    dense = [p for p in model.parameters() if id(p) not in ids]
+    """AdamW (decoupled weight decay on weight matrices only: `decay_groups`), SparseAdam for
+    sparse-gradient embeddings."""
+    decay, keep, sparse = decay_groups(model)
+    groups = [
+        {"params": decay, "weight_decay": o.weight_decay},
+        {"params": keep, "weight_decay": 0.0},
+    ]
     # fused: one kernel for all dense parameters instead of a loop of small ops
     opts: list[torch.optim.Optimizer] = [
-        torch.optim.Adam(dense, lr=o.lr, weight_decay=o.weight_decay, fused=True)
+        torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr, fused=True)
     ]
     if sparse:
         opts.append(torch.optim.SparseAdam(sparse, lr=o.lr))
     return opts
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG training draws from: torch CPU and CUDA, numpy's global one (as tensors, so a
+    `weights_only` load reads them back)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+    }
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    n = s["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
 
 
 def _rank_world() -> tuple[int, int]:
@@ -178,7 +233,7 @@ def auxiliary_loss(model: nn.Module) -> Tensor | None:
 
 def fit(
     model: nn.Module,
-    train: Samples,
+    train: Samples | Callable[[int], Samples],
     valid: Samples,
     hist: Histories | None,
     o: EngineOptions,
@@ -186,15 +241,21 @@ def fit(
     resume: Path | None = None,
     log: Callable[[str], None] = print,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    select: tuple[str, Callable[[nn.Module], float]] | None = None,
 ) -> FitResult:
-    """Train; keep the weights of the epoch with the best mean valid AUC (early stopping).
+    """Train; keep the weights of the epoch with the best valid score (early stopping): the mean
+    valid AUC (R^2 for regression tasks), or `select` = (name, model -> score), e.g. valid
+    ranking NDCG@10 for a model trained for ranking.
 
-    `model` may be wrapped in DistributedDataParallel; `resume` is the resume-checkpoint path."""
+    `train`: the samples, or a function of the epoch (1, 2, ...) that draws them (sampled
+    negatives redrawn every epoch); every rank must draw the same ones. `model` may be wrapped
+    in DistributedDataParallel; `resume` is the resume-checkpoint path."""
     rank, world = _rank_world()
     core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     opts = make_optimizers(model, o)
     gen = torch.Generator(device="cpu").manual_seed(o.seed)
-    device = train.sparse.device
+    samples_of = train if callable(train) else (lambda epoch: train)
+    device = valid.sparse.device
     state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad": 0, "curve": []}
     best_state = copy.deepcopy(core.state_dict())
     resumed_from = 0
@@ -204,18 +265,19 @@ def fit(
         for opt, sd in zip(opts, ck["optimizers"], strict=True):
             opt.load_state_dict(sd)
         gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
+        set_rng_state(ck["rng"])
         best_state, state = ck["best_state"], ck["state"]
         resumed_from = state["epoch"]
         log(f"resumed from {resume} after epoch {resumed_from}")
     valid_labels = valid.labels.cpu().numpy()
     reg = torch.tensor(o.regression, device=device) if any(o.regression) else None
-    n = len(train)
-    shard = n // world  # equal step counts on every rank
     for epoch in range(state["epoch"] + 1, o.epochs + 1):
         if state["bad"] >= o.patience:
             break
         t0 = time.perf_counter()
+        train_e = samples_of(epoch)
+        n = len(train_e)
+        shard = n // world  # equal step counts on every rank
         perm = torch.randperm(n, generator=gen).to(device)[rank * shard : (rank + 1) * shard]
         total = torch.zeros(len(tasks), device=device)
         # first step of the epoch whose loss was not finite (-1: none), tracked on the device
@@ -227,9 +289,9 @@ def fit(
         for i in batches:
             idx = perm[i : i + o.batch_size]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=o.bf16):
-                logits = model(*make_batch(train, hist, idx))
-            weight = train.weight[idx] if train.weight is not None else None
-            per_task = masked_loss(logits, train.labels[idx], reg, weight)
+                logits = model(*make_batch(train_e, hist, idx))
+            weight = train_e.weight[idx] if train_e.weight is not None else None
+            per_task = masked_loss(logits, train_e.labels[idx], reg, weight)
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
             aux = auxiliary_loss(model)
@@ -250,16 +312,23 @@ def fit(
                 f"({steps} steps an epoch) for tasks {bad}: lower train.lr, or check the inputs"
             )
         seconds = time.perf_counter() - t0
-        stop = torch.zeros(1)
+        # on the process group's device: NCCL broadcasts CUDA tensors only
+        stop = torch.zeros(1, device=device)
         if rank == 0:
             probs = predict(core, valid, hist, o.eval_batch_size, o.bf16, o.regression)
             aucs = valid_scores(probs, valid_labels, tasks, o.regression)
-            score = float(np.nanmean(list(aucs.values())))
+            mean_auc = float(np.nanmean(list(aucs.values())))
+            extra = {} if select is None else {f"valid_{select[0]}": float(select[1](core))}
+            score = mean_auc if select is None else extra[f"valid_{select[0]}"]
             row = {
                 "epoch": epoch,
                 "train_loss": float(train_loss.sum()),
                 **{f"train_loss_{t}": float(v) for t, v in zip(tasks, train_loss, strict=True)},
-                "valid_score": score,  # mean over tasks of AUC (binary) or R^2 (regression)
+                # what selects the epoch: `select`'s score, else the mean over tasks of AUC
+                # (binary) or R^2 (regression)
+                "valid_score": score,
+                "valid_mean_auc": mean_auc,
+                **extra,
                 **{f"valid_score_{t}": v for t, v in aucs.items()},
                 "seconds": seconds,
                 "samples_per_s": shard * world / seconds,
@@ -267,7 +336,8 @@ def fit(
             state["curve"].append(row)
             log(
                 f"epoch {epoch}/{o.epochs} loss {row['train_loss']:.4f} valid score {score:.4f} "
-                f"({', '.join(f'{t} {v:.3f}' for t, v in aucs.items())}) "
+                + (f"({select[0]}; mean auc {mean_auc:.4f}) " if select else "")
+                + f"({', '.join(f'{t} {v:.3f}' for t, v in aucs.items())}) "
                 f"{seconds:.1f}s {row['samples_per_s']:,.0f} samples/s"
             )
             if score > state["best"]:
@@ -313,7 +383,7 @@ def _save_resume(
             "model": model.state_dict(),
             "optimizers": [o.state_dict() for o in opts],
             "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            "rng": rng_state(),
             "best_state": best_state,
             "state": state,
         },

@@ -14,15 +14,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-
-def item_side(spec: dict) -> list[str]:
-    """The item-side field names of a features folder's spec.json."""
-    if "item_side" not in spec:
-        raise ValueError(
-            "spec.json has no item_side (features written by an older sarflow): rerun the "
-            "features stage (dvc repro features)"
-        )
-    return list(spec["item_side"])
+from tasks.io.features import item_side
 
 
 def item_columns(spec: dict) -> tuple[list[int], list[int]]:
@@ -96,11 +88,3 @@ class ItemFields:
         if self.dense_cols:
             dense[:, self.dense_cols] = self.dense[k].to(dense.dtype)
         return sparse, dense
-
-
-def item_frame(frames: list[pl.DataFrame], item_cols: list[str]) -> pl.DataFrame:
-    """item_id and the `item_cols` of each known item (encoded item_id > 0), from encoded
-    sample frames, one row per item, sorted by item_id."""
-    cols = ["item_id", *[c for c in item_cols if c != "item_id"]]
-    items = pl.concat([f.select(cols) for f in frames]).filter(pl.col("item_id") > 0)
-    return items.unique("item_id", keep="first").sort("item_id")

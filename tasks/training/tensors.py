@@ -5,7 +5,6 @@ index arithmetic from flat per-user sequences (see tasks.split)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,15 +14,14 @@ import torch
 from torch import Tensor
 
 from models.embedding import EmbeddingSpec, Sequence
+from tasks.io.features import read_spec, sample_files
 from tasks.kuaisar.spec import SEARCH_TASK
+
+__all__ = ["read_spec", "sample_files"]  # re-exported: callers load samples and specs together
 
 Batch = tuple[Tensor, Tensor, tuple[Tensor, ...]]  # sparse (B,F), dense (B,Dn), sequences
 HOUR_MS = 3_600_000  # timestamps are Unix milliseconds
 SRC_FIRST_WORD = 3  # Histories.src columns: item, cat1, timestamp, then the query words
-
-
-def read_spec(features: Path) -> dict:
-    return json.loads((features / "spec.json").read_text())
 
 
 def embedding_spec(spec: dict, dim: int) -> EmbeddingSpec:
@@ -159,11 +157,6 @@ def scenario_samples(
         return search
     feed = load_samples(features, f"rec_{part}", spec, tasks, device, {SEARCH_TASK: None})
     return concat_samples(feed, search)
-
-
-def sample_files(spec: dict) -> str:
-    """The prefix of the sample files: rec (KuaiSAR feed) or table (a declared table)."""
-    return str(spec.get("samples", "rec"))
 
 
 def task_types(spec: dict, tasks: list[str]) -> tuple[bool, ...]:

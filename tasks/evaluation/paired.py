@@ -1,0 +1,133 @@
+"""Paired comparisons of two models on the same test clicks and rows, with bootstrap 95% CIs.
+
+Two models are compared on the same candidates (per ranked click: the difference of its metric
+value, e.g. NDCG@10 from the positive's rank) and on the same test rows (AUC of each binary
+task). The CI is a Poisson bootstrap (each click or row weighted by an independent Poisson(1)
+draw per resample; seeded), the same resample weights for both models: the spread of the
+*difference*, not of each level. A CI that excludes 0 is a difference the test set supports; one
+that covers 0 is not evidence of no difference, only of none this test set can resolve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tasks.evaluation.candidates import FULL, SAMPLED, click_values
+
+SLICED = ("searched_hr@10", "searched_ndcg@10")
+RANKING = (*SAMPLED, *FULL, *SLICED)
+
+
+def poisson_weights(n: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) Poisson(1) bootstrap weights."""
+    return np.random.default_rng(seed).poisson(1.0, size=(resamples, n)).astype(np.float32)
+
+
+def _ci(stats: np.ndarray, point: float) -> dict[str, Any]:
+    lo, hi = np.nanpercentile(stats, [2.5, 97.5])
+    return {
+        "diff": float(point),
+        "lo": float(lo),
+        "hi": float(hi),
+        "excludes_0": bool(lo > 0 or hi < 0),
+    }
+
+
+def paired_mean(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
+    """mean(a - b) over paired units (per-click metric values), with its bootstrap 95% CI."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if len(d) == 0:
+        raise ValueError("no paired units to compare")
+    w = poisson_weights(len(d), resamples, seed)
+    stats = (w @ d) / np.maximum(w.sum(1), 1)
+    return _ci(stats, d.mean()) | {"n": len(d)}
+
+
+def _weighted_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUC (ties count half) of scores `s` for labels `y` under each row of weights `w` (R, n)."""
+    order = np.argsort(s, kind="stable")
+    s, y, w = s[order], y[order], w[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # groups of tied scores
+    pos = np.add.reduceat(w * y, starts, axis=1)
+    neg = np.add.reduceat(w * (1 - y), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negatives strictly below each group
+    num = (pos * (below + 0.5 * neg)).sum(1)
+    den = pos.sum(1) * neg.sum(1)
+    return np.where(den > 0, num / np.maximum(den, 1e-12), np.nan)
+
+
+def paired_auc(
+    y: np.ndarray, pa: np.ndarray, pb: np.ndarray, resamples: int = 1000, seed: int = 0
+) -> dict:
+    """AUC(a) - AUC(b) on the same rows, with its bootstrap 95% CI (rows with a NaN label drop)."""
+    keep = ~np.isnan(y)
+    y, pa, pb = (np.asarray(v, dtype=np.float64)[keep] for v in (y, pa, pb))
+    ones = np.ones((1, len(y)))
+    point = float(_weighted_auc(y, pa, ones)[0] - _weighted_auc(y, pb, ones)[0])
+    stats = []
+    for start in range(0, resamples, 100):  # bounded memory: 100 resamples at a time
+        w = np.random.default_rng([seed, start]).poisson(1.0, (min(100, resamples - start), len(y)))
+        stats.append(_weighted_auc(y, pa, w) - _weighted_auc(y, pb, w))
+    return _ci(np.concatenate(stats), point) | {"n": int(len(y))}
+
+
+def rank_pairs(ra: pl.DataFrame, rb: pl.DataFrame, resamples: int, seed: int) -> dict[str, dict]:
+    """Every ranking metric of two models' ranks.parquet (the same candidates): paired CIs."""
+    both = ra.join(rb, on="row", suffix="_b")
+    if len(both) != len(ra) or len(both) != len(rb):
+        raise ValueError(
+            "the two models ranked different clicks: evaluate both on the same candidates"
+        )
+    out = {}
+    for m in RANKING:
+        if m.startswith("full_"):
+            sel = both.filter(pl.col("full_rank") > 0)
+            a, b = sel["full_rank"].to_numpy(), sel["full_rank_b"].to_numpy()
+        elif m.startswith("searched_"):
+            sel = both.filter(pl.col("searched"))
+            a, b = sel["rank"].to_numpy(), sel["rank_b"].to_numpy()
+        else:
+            a, b = both["rank"].to_numpy(), both["rank_b"].to_numpy()
+        if len(a):
+            out[m] = paired_mean(click_values(a, m), click_values(b, m), resamples, seed)
+    return out
+
+
+def auc_pairs(pa: pl.DataFrame, pb: pl.DataFrame, resamples: int, seed: int) -> dict[str, dict]:
+    """AUC of every binary task two models' predictions.parquet share, on the rows both scored."""
+    tasks = [c[2:] for c in pa.columns if c.startswith("p_") and f"p_{c[2:]}" in pb.columns]
+    both = pa.join(pb, on=["file", "row"], suffix="_b")
+    out = {}
+    for t in tasks:
+        y = both[f"y_{t}"].to_numpy()
+        keep = ~np.isnan(y)
+        if keep.sum() == 0 or len(np.unique(y[keep])) != 2:
+            continue  # a regression task or one class only
+        out[f"{t}/auc"] = paired_auc(
+            y, both[f"p_{t}"].to_numpy(), both[f"p_{t}_b"].to_numpy(), resamples, seed
+        )
+    return out
+
+
+def compare(artifacts: Path, a: str, b: str, resamples: int = 1000, seed: int = 0) -> dict:
+    """Model `a` minus model `b` (evaluate@'s outputs under `artifacts`): {task/metric: CI}, the
+    ranking metrics under click/."""
+    out = {}
+    ra, rb = (artifacts / m / "ranks.parquet" for m in (a, b))
+    if ra.is_file() and rb.is_file():
+        ranks = (pl.read_parquet(ra), pl.read_parquet(rb))
+        if len(ranks[0]) and len(ranks[1]):
+            for m, ci in rank_pairs(*ranks, resamples, seed).items():
+                out[f"click/{m}"] = ci
+    preds = [pl.read_parquet(artifacts / m / "predictions.parquet") for m in (a, b)]
+    return out | auc_pairs(*preds, resamples, seed)
+
+
+def ci_text(c: dict) -> str:
+    """'+0.0123 [+0.0051, +0.0190]', starred where the CI excludes 0."""
+    star = " *" if c["excludes_0"] else ""
+    return f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]{star}"
