@@ -22,7 +22,16 @@ from tests.conftest import TWO_MODELS, make_project
 
 pytestmark = pytest.mark.slow  # end to end: make test-fast leaves this file out
 
-GROUPS = ["generate", "validate", "split", "features", "candidates", "train@*", "evaluate@*", "report"]
+GROUPS = [
+    "generate",
+    "validate",
+    "split",
+    "features",
+    "candidates",
+    "train@*",
+    "evaluate@*",
+    "report",
+]
 
 
 @pytest.fixture(scope="module")

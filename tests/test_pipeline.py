@@ -20,6 +20,7 @@ STAGES = [
     "validate",
     "split",
     "features",
+    "candidates",
     *[f"{s}@{m}" for s in ("train", "evaluate") for m in MODELS],
     "report",
 ]
@@ -49,6 +50,14 @@ def test_repro_runs_every_stage_and_writes_every_output(project):
             assert 0.0 <= metrics[task]["auc"] <= 1.0
     table = (d / "reports" / "comparison.md").read_text()
     assert all(m in table for m in ("shared_bottom", "mmoe", "ple"))
+    # one candidate set, ranked by every model: paired differences against the baseline
+    assert {p.name for p in (d / "data" / "candidates").iterdir()} == {
+        "test.parquet",
+        "valid.parquet",
+        "summary.json",
+    }
+    assert "| trained on |" in table and "mmoe − shared_bottom" in table
+    assert "click/full_ndcg@10" in table and "## Sampled and full ranking" in table
     for picture in PICTURES:
         data = (d / "reports" / picture).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5_000, picture
