@@ -107,7 +107,7 @@ def test_cells_run_the_project_params_with_only_seed_effect_epochs_and_models_ch
     assert p["train"]["seed"] == 4 and p["train"]["epochs"] == 3
     assert p["models"] == project["models"] and p["source"] == {"kind": "kuaisar"}
     assert p["evaluate"] == project["evaluate"]
-    assert p["candidates"] == project["candidates"] | {"positives": 5000}
+    assert p["candidates"] == project["candidates"] | {"positives": 5000, "full_positives": 0}
 
 
 def test_the_truth_rankers_gain_is_reported_next_to_each_check_when_every_run_has_it():
