@@ -20,7 +20,7 @@ OVERRIDES = {"train": {"epochs": 3, "patience": 3, "models": ["mmoe"]}}
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     d = make_project(tmp_path_factory.mktemp("engine") / "sarflow", OVERRIDES)
-    dvc("repro", "features", cwd=d)
+    dvc("repro", "candidates", cwd=d)  # features and the candidates train and evaluate read
     return d
 
 
