@@ -49,16 +49,31 @@ class StageFailed(RuntimeError):
         super().__init__(f"stage {group} failed (exit {returncode}):\n" + "\n".join(tail))
 
 
-def stage_groups(root: Path) -> list[tuple[str, list[str]]]:
-    """DVC's stages as (group, [stage, ...]) in an order DVC would run them.
-
-    `train@a`, `train@b` form the group `train@*`; groups are ordered by contracting DVC's graph."""
+def stage_graph(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """DVC's stages in declaration order and its edges (stage, a stage it depends on)."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        graph = repo.index.graph  # edge: stage -> a stage it depends on
-        declared = [s.name for s in repo.index.stages]
-        edges = [(a.name, b.name) for a, b in graph.edges]
+        graph = repo.index.graph
+        return [s.name for s in repo.index.stages], [(a.name, b.name) for a, b in graph.edges]
+
+
+def left_out(root: Path) -> list[str]:
+    """Stages not part of this pipeline: connected to no other stage. `generate` is, when
+    paths.source is a real folder: no stage reads what it writes."""
+    declared, edges = stage_graph(root)
+    linked = {s for edge in edges for s in edge}
+    return [s for s in declared if s not in linked] if len(declared) > 1 else []
+
+
+def stage_groups(root: Path) -> list[tuple[str, list[str]]]:
+    """DVC's stages as (group, [stage, ...]) in an order DVC would run them, without the stages
+    `left_out` names.
+
+    `train@a`, `train@b` form the group `train@*`; groups are ordered by contracting DVC's graph."""
+    declared, edges = stage_graph(root)
+    skip = set(left_out(root))
+    declared = [s for s in declared if s not in skip]
     group_of = {s: (s.split("@")[0] + "@*" if "@" in s else s) for s in declared}
     g = nx.DiGraph()
     g.add_nodes_from(dict.fromkeys(group_of.values()))
@@ -278,8 +293,14 @@ def push(root: str) -> None:
 def pipeline(root: str = ".", push_to_remote: bool = False) -> list[dict[str, Any]]:
     """Run every DVC stage group in order; publish validation and metrics artifacts."""
     project = Path(root).resolve()
-    reports = project / load_checked(project / "params.yaml").paths.reports
+    params = load_checked(project / "params.yaml")  # refuses bad params before any stage
+    reports = project / params.paths.reports
     with pipeline_lock(project):
+        for stage in left_out(project):
+            print(
+                f"{stage}: not part of this run: no stage reads its outputs "
+                f"(the pipeline reads paths.source {params.paths.source})"
+            )
         for group, stages in stage_groups(project):
             try:
                 run_stages.with_options(name=f"dvc {group}")(group, stages, str(project))

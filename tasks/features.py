@@ -36,6 +36,8 @@ HIST_COLS = ("rec_hist_start", "rec_hist_len", "src_hist_start", "src_hist_len")
 ITEM_SPARSE = tuple(f.name for f in FIELDS if f.side == "item" and f.kind == "sparse")
 USER_SPARSE = tuple(f.name for f in FIELDS if f.side == "user" and f.kind == "sparse")
 ITEM_DENSE = tuple(f.name for f in FIELDS if f.side == "item" and f.kind == "dense")
+# sparse fields of a search sample's own row (split's src files); feed samples have none: 0
+QUERY_SPARSE = tuple(f.name for f in FIELDS if f.side == "query" and f.kind == "sparse")
 
 
 def fit_vocab(values: pl.Series, min_count: int) -> pl.DataFrame:
@@ -94,6 +96,14 @@ class Fitted:
 def _with_sides(lf: pl.LazyFrame, items: pl.LazyFrame, users: pl.DataFrame) -> pl.LazyFrame:
     """A sample frame joined with its item's fields (sparse and dense) and its user's."""
     lf = lf.drop("item_type", strict=False)  # item_features.csv is the one source of it
+    have = lf.collect_schema().names()
+    lf = lf.with_columns(
+        pl.lit(None, dtype=pl.String).alias(FIELD[n].source)
+        for n in QUERY_SPARSE
+        if FIELD[n].source not in have
+    )
+    # an item absent from item_features (a search result the feed never serves: LIVE, USER,
+    # ...) gets nulls here, so every item_features field of it encodes as 0 (unknown)
     lf = lf.join(items, on="item_id", how="left", maintain_order="left")
     return lf.join(users.lazy(), on="user_id", how="left", maintain_order="left")
 
@@ -101,6 +111,13 @@ def _with_sides(lf: pl.LazyFrame, items: pl.LazyFrame, users: pl.DataFrame) -> p
 def item_sides(items: pl.DataFrame, attributes: pl.LazyFrame) -> pl.LazyFrame:
     """Every item-side field of each item: item_features' columns and the dense attributes."""
     return items.lazy().join(attributes, on="item_id", how="left")
+
+
+def _keys(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """The columns a sample row brings itself: its ids and its query-side fields' sources."""
+    have = lf.collect_schema().names()
+    own = [FIELD[n].source for n in QUERY_SPARSE if FIELD[n].source in have]
+    return lf.select("user_id", "item_id", *own)
 
 
 def fit(
@@ -113,10 +130,7 @@ def fit(
     """Vocabularies of every sparse field and of query words, and the scaling of every dense
     field (over the feed's train rows), from train rows only. `items`: `item_sides`."""
     train = pl.concat(
-        [
-            _with_sides(lf.select("user_id", "item_id"), items, users).select(SPARSE)
-            for lf in (rec_train, src_train)
-        ]
+        [_with_sides(_keys(lf), items, users).select(SPARSE) for lf in (rec_train, src_train)]
     ).collect(engine="streaming")
     vocabs = {f: fit_vocab(train[f], p.min_count) for f in SPARSE}
     del train

@@ -30,14 +30,15 @@ import polars as pl
 from tasks.config.params import ValidateParams, beijing_ms, load_params
 from tasks.io.atomic import write_json_atomic
 from tasks.io.progress import progress
-from tasks.kuaisar.schema import ITEM_TYPES, RAW_FILES, Kind
+from tasks.kuaisar.schema import FEED_ITEM_TYPES, ITEM_TYPES, RAW_FILES, Kind
 
 FORMATS: dict[Kind, str] = {
-    "int": r"^-?\d+$",
+    "int": r"^-?\d+$",  # and within int64: the value suite's `{col}_outside_int64`
     "float": r"^-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$",
     "datetime": r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$",
     "date": r"^\d{4}-\d{2}-\d{2}$",
-    "idlist": r"^\[\s*(?:\d+\s*(?:,\s*\d+\s*)*)?\]$",
+    # ids of up to 18 digits: every one fits the int64 that split parses them into
+    "idlist": r"^\[\s*(?:\d{1,18}\s*(?:,\s*\d{1,18}\s*)*)?\]$",
 }
 # free-text columns that may be empty in the public release
 NULLABLE = {"caption", "upload_type", "search_source"} | {
@@ -46,6 +47,7 @@ NULLABLE = {"caption", "upload_type", "search_source"} | {
     for s in ("name", "name_en")
 }
 CAST = {"int": pl.Int64, "float": pl.Float64, "binary": pl.Int8}
+PARSE = {"datetime": "%Y-%m-%d %H:%M:%S", "date": "%Y-%m-%d"}  # text dates, as calendar dates
 
 
 @dataclass
@@ -61,12 +63,18 @@ class Check:
     error: str | None = None
     lines: list[int] = field(default_factory=list)  # file line numbers of the examples (header = 1)
     rows_checked: int = 0
+    problem: str | None = None  # a derived check: the problem it finds, in words
 
     def line(self) -> str:
+        at = f" at lines {self.lines}" if self.lines else ""
+        if self.problem:  # reads as the problem; the derived column that holds it in brackets
+            return (
+                f"{self.file}: {self.problem}: {self.unexpected_count} rows "
+                f"({self.unexpected_percent:.3g}%), e.g. {self.examples}{at} [{self.column}]"
+            )
         where = f"{self.file}" + (f" column {self.column!r}" if self.column else "")
         if self.error:
             return f"{where}: {self.expectation}: {self.error}"
-        at = f" at lines {self.lines}" if self.lines else ""
         return (
             f"{where}: {self.expectation}: {self.unexpected_count} rows "
             f"({self.unexpected_percent:.3g}%) fail, e.g. {self.examples}{at}"
@@ -141,6 +149,11 @@ REFS = {
     "src_inter.csv": [("user_id", "user_features"), ("item_id", "item_features")],
     "social_network.csv": [("user_id", "user_features"), ("user_follow_id", "user_features")],
 }
+# (time text, timestamp) pairs that must agree
+TIME_PAIRS = {
+    "rec_inter.csv": [("time", "timestamp")],
+    "src_inter.csv": [("search_session_time", "search_session_timestamp")],
+}
 # rows of these files are events: an exact repeat is a logging fault (it counts one event twice)
 UNIQUE_ROWS = {"rec_inter.csv", "src_inter.csv", "social_network.csv"}
 
@@ -172,9 +185,11 @@ def relations(file: str, text: pl.LazyFrame, known: dict[str, pl.Series]) -> Rel
         file == "src_inter.csv"
         and {"search_session_id", "user_id", "search_session_timestamp"} <= cols
     ):
+        # rows with an unreadable key are the format suite's failure, not a second one here
         one = ["user_id", "search_session_timestamp"]
         r.bad_sessions = (
-            lf.group_by(_cast_int("search_session_id"))
+            lf.filter(pl.all_horizontal(pl.col(one + ["search_session_id"]).is_not_null()))
+            .group_by(_cast_int("search_session_id"))
             .agg(pl.struct(one).n_unique().alias("n"))
             .filter(pl.col("n") > 1)
             .collect(engine="streaming")["search_session_id"]
@@ -183,15 +198,19 @@ def relations(file: str, text: pl.LazyFrame, known: dict[str, pl.Series]) -> Rel
 
 
 def value_expectations(
-    file: str, df: pl.DataFrame, p: ValidateParams, rel: Relations
-) -> tuple[pl.DataFrame, list[Any]]:
-    """The typed frame with derived relation columns, and the value expectations over it."""
+    file: str, text: pl.DataFrame, p: ValidateParams, rel: Relations
+) -> tuple[pl.DataFrame, list[Any], dict[str, str]]:
+    """The typed frame of the text batch `text`, with derived relation columns; the value
+    expectations over it; and, per derived column, the problem it finds in words."""
     import great_expectations.expectations as gxe
 
+    df = typed(file, text)
     cols = set(df.columns)
+    kinds = RAW_FILES[file]
     lo, hi = beijing_ms(p.min_timestamp), beijing_ms(p.max_timestamp)
     ex: list[Any] = []
     derived: dict[str, pl.Expr] = {}
+    problems: dict[str, str] = {}
 
     def between(col: str, min_value: float | None, max_value: float | None) -> None:
         if col in cols:
@@ -201,8 +220,10 @@ def value_expectations(
                 )
             )
 
-    def must_be_null(name: str, expr: pl.Expr) -> None:
+    def must_be_null(name: str, problem: str, expr: pl.Expr) -> None:
+        """A derived column `name`: the offending value where `problem` holds, else null."""
         derived[name] = expr
+        problems[name] = problem
         ex.append(gxe.ExpectColumnValuesToBeNull(column=name))
 
     def flagged(col: str, bad: pl.Series, key: str | None = None) -> pl.Expr:
@@ -210,31 +231,75 @@ def value_expectations(
         hit = pl.col(key or col).is_in(bad.implode()) if len(bad) else pl.lit(False)
         return pl.when(hit).then(pl.col(col)).otherwise(None)
 
-    for col, kind in RAW_FILES[file].items():
-        if kind == "int" and col in cols:
+    def as_written(col: str) -> pl.Expr:
+        return pl.lit(text[col])
+
+    for col, kind in kinds.items():
+        if col not in cols:
+            continue
+        if kind == "int":
             between(col, 0, None)
+            # written as an integer (the format suite) yet not an int64: split could not read it
+            fits = as_written(col).str.contains(FORMATS["int"]) & pl.col(col).is_null()
+            must_be_null(
+                f"{col}_outside_int64",
+                f"{col} is an integer too large for int64",
+                pl.when(fits).then(as_written(col)).otherwise(None),
+            )
+        if kind in PARSE:
+            parsed = as_written(col).str.strptime(
+                pl.Datetime if kind == "datetime" else pl.Date, PARSE[kind], strict=False
+            )
+            well_formed = as_written(col).str.contains(FORMATS[kind])
+            must_be_null(
+                f"{col}_not_a_calendar_{kind}",
+                f"{col} is not a real calendar {'date and time' if kind == 'datetime' else 'date'}",
+                pl.when(well_formed & parsed.is_null()).then(as_written(col)).otherwise(None),
+            )
+    for text_col, ts_col in TIME_PAIRS.get(file, []):
+        if {text_col, ts_col} <= cols:
+            ms = (
+                as_written(text_col)
+                .str.strptime(pl.Datetime("ms"), PARSE["datetime"], strict=False)
+                .dt.replace_time_zone("Asia/Shanghai")
+                .dt.epoch("ms")
+            )
+            off = (pl.col(ts_col) - ms).abs() > p.time_tolerance_s * 1000
+            must_be_null(
+                f"{text_col}_disagrees_with_{ts_col}",
+                f"{text_col} (Beijing) and {ts_col} differ by more than {p.time_tolerance_s:g} s",
+                pl.when(off)
+                .then(pl.format("{} vs {}", as_written(text_col), as_written(ts_col)))
+                .otherwise(None),
+            )
     if file == "rec_inter.csv":
-        between("playing_time", 0, None)
+        between("playing_time", 0, p.max_playing_time_ms)
         between("duration_ms", 1, p.max_duration_ms)
         between("timestamp", lo, hi)
         if {"search", "search_item_related"} <= cols:
             must_be_null(
                 "search_item_related_set_where_search_is_0",
+                "search_item_related is set where search is 0",
                 pl.when((pl.col("search") == 0) & (pl.col("search_item_related") != 0))
                 .then(pl.col("search_item_related"))
                 .otherwise(None),
             )
-    if file in UNIQUE_ROWS and cols - {"row"} == set(RAW_FILES[file]):
+    if file in UNIQUE_ROWS and cols - {"row"} == set(kinds):
         # holds the line number of a row that repeats an earlier one exactly
         dup = (
             rel.duplicate_rows if rel.duplicate_rows is not None else pl.Series([], dtype=pl.UInt32)
         )
-        must_be_null("row_repeats_an_earlier_row", flagged("row", dup) + 2)
+        must_be_null(
+            "row_repeats_an_earlier_row",
+            "a row repeats an earlier row exactly (the line of the repeat)",
+            flagged("row", dup) + 2,
+        )
     if file == "src_inter.csv":
         between("search_session_timestamp", lo, hi)
         if rel.bad_sessions is not None:
             must_be_null(
                 "search_session_id_with_several_users_or_times",
+                "a search session has several users or times",
                 flagged("search_session_id", rel.bad_sessions),
             )
         if "item_type" in cols:
@@ -246,15 +311,59 @@ def value_expectations(
         between("onehot_feat2", 0, 7)
     if file in KEYS and rel.duplicate_keys is not None:
         key = KEYS[file]
-        must_be_null(f"{key}_not_unique", flagged(key, rel.duplicate_keys))
+        must_be_null(
+            f"{key}_not_unique",
+            f"{key} appears on more than one row",
+            flagged(key, rel.duplicate_keys),
+        )
     for col, table in REFS.get(file, []):
         ids = rel.known.get(table)
-        if ids is not None and col in cols:
+        if ids is None or col not in cols:
+            continue
+        absent = ~pl.col(col).is_in(ids.implode()) & pl.col(col).is_not_null()
+        if (file, col) == ("src_inter.csv", "item_id"):
+            # search may show items the feed never serves, absent from item_features (mapped
+            # to unknown); a VIDEO or IMAGE_ATLAS result must have its row
+            if "item_type" not in cols:
+                continue
             must_be_null(
-                f"{col}_missing_from_{table}",
-                pl.when(pl.col(col).is_in(ids.implode())).then(None).otherwise(pl.col(col)),
+                "search_item_absent_from_item_features",
+                f"a search result of type {'/'.join(FEED_ITEM_TYPES)} is absent from "
+                "item_features (item_id and its type)",
+                pl.when(absent & pl.col("item_type").is_in(FEED_ITEM_TYPES))
+                .then(pl.format("{} ({})", as_written(col), pl.col("item_type")))
+                .otherwise(None),
             )
-    return df.with_columns(**derived), ex
+            continue
+        what = {"rec_inter.csv": "feed item"}.get(file, col)
+        must_be_null(
+            f"{col}_absent_from_{table}",
+            f"{what} absent from {table}" + (" (item_id)" if what == "feed item" else ""),
+            pl.when(absent).then(pl.col(col)).otherwise(None),
+        )
+    return df.with_columns(**derived), ex, problems
+
+
+def unknown_search_items(raw: Path, known: dict[str, pl.Series]) -> dict[str, int]:
+    """Search rows whose item has no item_features row, per src_inter item_type (the types the
+    feed never serves are allowed to: the features stage maps their item fields to unknown)."""
+    ids = known.get("item_features")
+    path = raw / "src_inter.csv"
+    if ids is None or not path.is_file():
+        return {}
+    try:
+        counts = (
+            scan_text(path)
+            .select(_cast_int("item_id"), "item_type")
+            .filter(~pl.col("item_id").is_in(ids.implode()) & pl.col("item_id").is_not_null())
+            .group_by("item_type")
+            .len()
+            .sort("item_type")
+            .collect(engine="streaming")
+        )
+    except UNREADABLE + (pl.exceptions.ColumnNotFoundError,):
+        return {}  # the file's own checks say why
+    return {str(t): int(n) for t, n in counts.iter_rows()}
 
 
 class Validator:
@@ -295,9 +404,11 @@ class Validator:
         df: pl.DataFrame,
         expectations: list[Any],
         header: int = 1,
+        problems: dict[str, str] | None = None,
     ) -> list[Check]:
         """Validate one batch (`df` with its `row` numbers) against the suite `suite_name`;
-        `header`: lines before the first data row, so reported lines are the file's own."""
+        `header`: lines before the first data row, so reported lines are the file's own;
+        `problems`: derived column -> the problem it finds, in words."""
         gx = self.gx
         vd = self.definitions.get(suite_name)
         if vd is None:  # first batch of this suite: declare it
@@ -327,24 +438,22 @@ class Validator:
                 : self.max_examples
             ]
             lines = [int(i) for i in (res.get("partial_unexpected_index_list") or [])]
-            if cfg.type.startswith("expect_table_column") and not r.success:
+            table_check = cfg.type.startswith("expect_table_column")
+            if table_check and not r.success:
                 observed = res.get("observed_value")
                 expected = cfg.kwargs.get("column_list") or cfg.kwargs.get("column_set")
                 if expected is None:  # a column count
                     err = f"expected {cfg.kwargs.get('value')} columns, found {observed}"
                 else:
-                    missing = [c for c in expected if c not in (observed or [])]
-                    err = f"expected columns {list(expected)}, found {observed}" + (
-                        f"; missing {missing}" if missing else ""
-                    )
+                    err = header_problem(list(expected), list(observed or []))
+            column = cfg.kwargs.get("column")
             checks.append(
                 Check(
                     file=file,
                     suite=suite_name,
                     expectation=cfg.type,
-                    column=cfg.kwargs.get("column")
-                    or ",".join(cfg.kwargs.get("column_list") or [])
-                    or None,
+                    column=None if table_check else column,
+                    problem=(problems or {}).get(column or ""),
                     success=bool(r.success) and err is None,
                     unexpected_count=int(res.get("unexpected_count") or 0),
                     unexpected_percent=round(float(res.get("unexpected_percent") or 0.0), 6),
@@ -359,6 +468,31 @@ class Validator:
     def build_docs(self) -> None:
         if self.docs is not None:
             self.ctx.build_data_docs(site_names=["sarflow"])
+
+
+def header_problem(expected: list[str], found: list[str]) -> str:
+    """What differs between the expected and the found header: only the names that differ."""
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    parts = []
+    if missing:
+        parts.append(f"missing column{'s' * (len(missing) > 1)} {missing}")
+    if extra:
+        parts.append(f"extra column{'s' * (len(extra) > 1)} {extra}")
+    if len(missing) == len(extra) == 1:
+        parts.append(f"({extra[0]!r} may be {missing[0]!r} renamed)")
+    if len(found) == 1 and any(sep in found[0] for sep in ";\t|"):
+        sep = next(sep for sep in ";\t|" if sep in found[0])
+        parts.append(f"the file looks separated by {sep!r}, not ','")
+    if not parts:  # the same names in another order
+        shared = [c for c in found if c in expected]
+        moved = [
+            f"position {i + 1}: expected {e!r}, found {f!r}"
+            for i, (e, f) in enumerate(zip(expected, shared, strict=False))
+            if e != f
+        ]
+        parts.append("columns in the wrong order: " + "; ".join(moved[:3]))
+    return "; ".join(parts) + f" ({len(expected)} columns expected, {len(found)} found)"
 
 
 def _plain(v: Any) -> Any:
@@ -392,23 +526,23 @@ def run_batches(
     file: str,
     lf: pl.LazyFrame,
     fmt: list[Any],
-    values_of: Callable[[pl.DataFrame], tuple[pl.DataFrame, list[Any]]],
+    values_of: Callable[[pl.DataFrame], tuple[pl.DataFrame, list[Any], dict[str, str]]],
     p: ValidateParams,
     header: int = 1,
 ) -> tuple[list[Check], int]:
     """Both suites of `file` on every batch of `lf`, merged per check; (checks, data rows).
-    `values_of(text batch)` gives the typed frame and its value expectations."""
+    `values_of(text batch)` gives the typed frame, its value expectations and the problems
+    its derived columns find."""
     stem = file.rsplit(".", 1)[0]
     merged: dict[tuple[str, str, str], Check] = {}
     rows = 0
     for text in progress(numbered_batches(lf, p.chunk_rows), None, f"validate {file} (batches)"):
         rows += text.height
         _fold(merged, v.run(file, f"{stem}.format", text, fmt, header), p.max_examples)
-        frame, expectations = values_of(text)
+        frame, expectations, problems = values_of(text)
         if expectations:
-            _fold(
-                merged, v.run(file, f"{stem}.values", frame, expectations, header), p.max_examples
-            )
+            found = v.run(file, f"{stem}.values", frame, expectations, header, problems)
+            _fold(merged, found, p.max_examples)
     return list(merged.values()), rows
 
 
@@ -421,14 +555,57 @@ def validate_file(
         rel = relations(file, lf, known)
         fmt = format_expectations(file, lf.collect_schema().names())
         found, rows = run_batches(
-            v, file, lf, fmt, lambda text: value_expectations(file, typed(file, text), p, rel), p
+            v, file, lf, fmt, lambda text: value_expectations(file, text, p, rel), p
         )
     except UNREADABLE as e:
-        error = f"cannot read {path}: {_first_line(e)}"
+        error = f"cannot read {path}: {_first_line(e)}" + utf8_error_at(path)
         return [Check(file, "files", "readable_csv", None, False, error=error)], 0
     if rows == 0:
         return [Check(file, "files", "has_rows", None, False, error=f"{path} has no data rows")], 0
     return found, rows
+
+
+def _fields_before(line: bytes) -> int:
+    """How many complete CSV fields precede the end of `line` (commas outside quotes)."""
+    quoted, n = False, 0
+    for byte in line:
+        if byte == 34:  # '"'
+            quoted = not quoted
+        elif byte == 44 and not quoted:  # ','
+            n += 1
+    return n
+
+
+def utf8_error_at(path: Path, chunk: int = 1 << 20) -> str:
+    """Where the first byte that is not UTF-8 sits: '; first invalid byte 0x.. at line N,
+    column NAME'; '' if none (read in chunks: bounded memory at any file size)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    header, tail, line = b"", b"", 1  # tail: the current line's bytes from earlier chunks
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                before = block[: e.start]
+                line += before.count(b"\n")
+                nl = before.rfind(b"\n")
+                current = before[nl + 1 :] if nl >= 0 else tail + before
+                if not header:
+                    header = (tail + block).split(b"\n", 1)[0]
+                names = header.decode("utf-8", "replace").strip().split(",")
+                k = _fields_before(current)
+                name = names[k] if k < len(names) else f"#{k + 1}"
+                return (
+                    f"; first invalid byte 0x{block[e.start]:02x} at line {line}, column {name!r}"
+                )
+            if not header and b"\n" in tail + block:
+                header = (tail + block).split(b"\n", 1)[0]
+            line += block.count(b"\n")
+            nl = block.rfind(b"\n")
+            tail = block[nl + 1 :] if nl >= 0 else tail + block
+    return ""
 
 
 def known_ids(raw: Path) -> dict[str, pl.Series]:
@@ -444,19 +621,41 @@ def known_ids(raw: Path) -> dict[str, pl.Series]:
     return known
 
 
-def report_of(checks: list[Check], rows: dict[str, int], files: list[str]) -> dict[str, Any]:
-    """The validation report: failing checks first, then in `files` order (deterministic)."""
+def report_of(
+    checks: list[Check],
+    rows: dict[str, int],
+    files: list[str],
+    unknown: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """The validation report: failing checks first, then in `files` order (deterministic);
+    `unknown`: search rows per item type whose item has no item_features row."""
     checks = sorted(
         checks,
         key=lambda c: (c.success, files.index(c.file), c.suite, c.expectation, c.column or ""),
     )
-    return {
+    out = {
         "success": all(c.success for c in checks),
         "failed": sum(not c.success for c in checks),
         "checked": len(checks),
         "rows": rows,
-        "checks": [asdict(c) for c in checks],
     }
+    if unknown is not None:
+        out["search_items_without_features"] = unknown
+    return {**out, "checks": [asdict(c) for c in checks]}
+
+
+def unknown_line(report: dict[str, Any]) -> str | None:
+    """The summary line of search rows whose items map to unknown, or None."""
+    unknown = report.get("search_items_without_features") or {}
+    if not unknown:
+        return None
+    total, rows = sum(unknown.values()), report.get("rows", {}).get("src_inter.csv", 0)
+    share = f" ({100 * total / rows:.1f}% of search rows)" if rows else ""
+    per = ", ".join(f"{t} {n:,}" for t, n in unknown.items())
+    return (
+        f"{total:,} search rows{share} show items absent from item_features, of types the feed "
+        f"never serves ({per}): their item fields map to unknown"
+    )
 
 
 def validate_folder(raw: Path, p: ValidateParams, docs: Path | None = None) -> dict[str, Any]:
@@ -477,7 +676,7 @@ def validate_folder(raw: Path, p: ValidateParams, docs: Path | None = None) -> d
         if n:
             rows[file] = n
     v.build_docs()
-    return report_of(checks, rows, list(RAW_FILES))
+    return report_of(checks, rows, list(RAW_FILES), unknown_search_items(raw, known))
 
 
 def table_expectations(d: Any, columns: list[str]) -> tuple[list[Any], list[Any]]:
@@ -534,7 +733,7 @@ def validate_table(folder: Path, tp: Any, p: ValidateParams, docs: Path | None) 
             fmt, values = table_expectations(d, columns)
             header = int(d.has_header and d.format == "csv")  # lines before the first row
             found, n = run_batches(
-                v, name, lf, fmt, lambda text, d=d, ex=values: (typed(text, d), ex), p, header
+                v, name, lf, fmt, lambda text, d=d, ex=values: (typed(text, d), ex, {}), p, header
             )
         except (*UNREADABLE, TableError) as e:
             error = f"cannot read {path} as declared ({role}): {_first_line(e)}"
@@ -567,6 +766,8 @@ def main(argv: list[str] | None = None) -> None:
         report = validate_table(params.paths.source, params.table, params.validate_, docs)
     else:
         report = validate_folder(params.paths.source, params.validate_, docs)
+    if note := unknown_line(report):
+        print(f"validate: {note}")
     if report["success"]:
         write_json_atomic(reports / REPORT, report)
         (reports / FAILED_REPORT).unlink(missing_ok=True)

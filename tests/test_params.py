@@ -29,7 +29,7 @@ def test_the_project_params_are_valid():
 def _sesrec_on_a_table(p: dict) -> None:
     p["source"] = {"kind": "table"}
     p["table"]["preset"] = "census_income"
-    p["paths"]["source"] = "/data/census"
+    p["paths"]["source"] = "/tmp"  # a folder that exists
     p["train"] |= {"models": ["sesrec"], "tasks": ["income_50k"]}
 
 
@@ -82,8 +82,28 @@ def test_relative_paths_that_escape_the_project_are_refused(tmp_path, edit, name
 
 
 def test_an_explicit_absolute_path_is_allowed(tmp_path):
-    p = load_params(write(tmp_path, lambda p: p["paths"].update(raw="/srv/kuaisar")))
+    p = load_params(
+        write(tmp_path, lambda p: p["paths"].update(raw="/srv/kuaisar", source="/srv/kuaisar"))
+    )
     assert str(p.paths.raw) == "/srv/kuaisar"
+
+
+@pytest.mark.parametrize("kind", ["kuaisar", "table"])
+def test_a_missing_source_folder_is_refused_when_params_are_read(tmp_path, kind):
+    def edit(p):
+        p["paths"]["source"] = str(tmp_path / "no-such-folder")
+        if kind == "table":
+            p["source"] = {"kind": "table"}
+            p["table"]["preset"] = "census_income"
+            p["train"] |= {"models": ["mmoe"], "tasks": ["income_50k"]}
+
+    with pytest.raises(ParamsError) as e:
+        load_params(write(tmp_path, edit))
+    assert f"paths.source {tmp_path / 'no-such-folder'} does not exist" in str(e.value)
+
+
+def test_the_generators_folder_may_not_exist_yet(tmp_path):
+    assert load_params(write(tmp_path, lambda p: None)).paths.source == Path("data/raw")
 
 
 @pytest.mark.parametrize("name", ["mmoe; rm -rf ~", "MMoE", "a b", "$(id)", "../x"])

@@ -6,6 +6,8 @@ byte-for-byte as it was."""
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +16,9 @@ import polars as pl
 import pytest
 import yaml
 
-from tasks.config.params import GenerateParams, ValidateParams
+from tasks.config.params import ValidateParams
 from tasks.validate import Check, validate_folder
-from tests.conftest import TINY, dvc, make_project
+from tests.conftest import dvc, make_project
 
 Mutation = Callable[[Path], None]
 
@@ -58,6 +60,19 @@ def session_of_two_users(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(user_id=pl.when(row0).then(pl.lit(other)).otherwise(pl.col("user_id")))
 
 
+def shift_time_text(df: pl.DataFrame) -> pl.DataFrame:
+    at = pl.int_range(pl.len()) == 4
+    return df.with_columns(time=pl.when(at).then(pl.lit("2020-01-01 08:00:00")).otherwise("time"))
+
+
+def video_result_unknown(df: pl.DataFrame) -> pl.DataFrame:
+    at = pl.int_range(pl.len()) == 6
+    return df.with_columns(
+        item_id=pl.when(at).then(pl.lit("987654321")).otherwise("item_id"),
+        item_type=pl.when(at).then(pl.lit("VIDEO")).otherwise("item_type"),
+    )
+
+
 REC, SRC, USR, ITM, NET = (
     "rec_inter.csv",
     "src_inter.csv",
@@ -70,13 +85,26 @@ CORPUS: list[tuple[str, Mutation, str, str | None, str]] = [
     ("missing file", lambda raw: (raw / NET).unlink(), NET, None, "not found"),
     ("empty file", byte_edit(USR, lambda b: b""), USR, None, "cannot read"),
     ("header only", byte_edit(ITM, lambda b: b.split(b"\n")[0] + b"\n"), ITM, None, "no data rows"),
-    ("missing column", text_edit(REC, lambda df: df.drop("like")), REC, None, "expected columns"),
+    (
+        "missing column",
+        text_edit(REC, lambda df: df.drop("like")),
+        REC,
+        None,
+        "missing column ['like']",
+    ),
     (
         "extra column",
-        text_edit(USR, lambda df: df.with_columns(extra=pl.lit("1"))),
+        text_edit(USR, lambda df: df.with_columns(surplus=pl.lit("1"))),
         USR,
         None,
-        "extra",
+        "extra column ['surplus']",
+    ),
+    (
+        "columns in another order",
+        text_edit(USR, lambda df: df.select(df.columns[1], df.columns[0], *df.columns[2:])),
+        USR,
+        None,
+        "wrong order",
     ),
     (
         "renamed column",
@@ -126,26 +154,82 @@ CORPUS: list[tuple[str, Mutation, str, str | None, str]] = [
         "999999999999",
     ),
     ("unknown item type", set_cell(SRC, "item_type", "BANANA"), SRC, "item_type", "BANANA"),
+    (
+        "day 32",
+        set_cell(REC, "time", "2023-05-32 10:00:00"),
+        REC,
+        "time_not_a_calendar_datetime",
+        "2023-05-32 10:00:00",
+    ),
+    (
+        "hour 25",
+        set_cell(SRC, "search_session_time", "2023-05-23 25:10:00"),
+        SRC,
+        "search_session_time_not_a_calendar_datetime",
+        "2023-05-23 25:10:00",
+    ),
+    (
+        "February 30",
+        set_cell(ITM, "upload_time", "2023-02-30"),
+        ITM,
+        "upload_time_not_a_calendar_date",
+        "2023-02-30",
+    ),
+    (
+        "time text disagrees with the timestamp",
+        text_edit(REC, shift_time_text),
+        REC,
+        "time_disagrees_with_timestamp",
+        "2020-01-01 08:00:00 vs",
+    ),
+    (
+        "absurd play time",
+        set_cell(REC, "playing_time", "1e12"),
+        REC,
+        "playing_time",
+        "1000000000000",
+    ),
+    (
+        "id too large for int64",
+        set_cell(REC, "user_id", "99999999999999999999"),
+        REC,
+        "user_id_outside_int64",
+        "99999999999999999999",
+    ),
+    (
+        "word id too large for int64",
+        set_cell(SRC, "keyword", "[99999999999999999999]"),
+        SRC,
+        "keyword",
+        "[99999999999999999999]",
+    ),
+    (
+        "video search result absent from item_features",
+        text_edit(SRC, video_result_unknown),
+        SRC,
+        "search_item_absent_from_item_features",
+        "987654321 (VIDEO)",
+    ),
     ("one-hot feature out of range", set_cell(USR, "onehot_feat1", "5"), USR, "onehot_feat1", "5"),
     (
         "item id missing from item_features",
         set_cell(REC, "item_id", "987654321"),
         REC,
-        "item_id_missing_from_item_features",
+        "item_id_absent_from_item_features",
         "987654321",
     ),
     (
         "user id missing from user_features",
         set_cell(SRC, "user_id", "987654321"),
         SRC,
-        "user_id_missing_from_user_features",
+        "user_id_absent_from_user_features",
         "987654321",
     ),
     (
         "followed user unknown",
         set_cell(NET, "user_follow_id", "987654321"),
         NET,
-        "user_follow_id_missing_from_user_features",
+        "user_follow_id_absent_from_user_features",
         "987654321",
     ),
     (
@@ -160,35 +244,35 @@ CORPUS: list[tuple[str, Mutation, str, str | None, str]] = [
         text_edit(REC, lambda df: pl.concat([df, df.slice(7, 1)])),
         REC,
         "row_repeats_an_earlier_row",
-        "expect_column_values_to_be_null",
+        "repeats an earlier row",
     ),
     (
         "duplicate user",
         text_edit(USR, lambda df: pl.concat([df, df.head(1)])),
         USR,
         "user_id_not_unique",
-        "expect_column_values_to_be_null",
+        "appears on more than one row",
     ),
     (
         "duplicate item",
         text_edit(ITM, lambda df: pl.concat([df, df.tail(1)])),
         ITM,
         "item_id_not_unique",
-        "expect_column_values_to_be_null",
+        "appears on more than one row",
     ),
     (
         "search session of two users",
         text_edit(SRC, session_of_two_users),
         SRC,
         "search_session_id_with_several_users_or_times",
-        "expect_column_values_to_be_null",
+        "several users or times",
     ),
     (
         "non-UTF-8 bytes",
         byte_edit(SRC, lambda b: b.replace(b"USER_INPUT", b"USER_\xff\xfeNPUT", 1)),
         SRC,
         None,
-        "cannot read",
+        "column 'search_source'",
     ),
     (
         "truncated last line",
@@ -202,7 +286,7 @@ CORPUS: list[tuple[str, Mutation, str, str | None, str]] = [
         byte_edit(USR, lambda b: b.replace(b",", b";")),
         USR,
         None,
-        "expected columns",
+        "separated by ';'",
     ),
 ]
 
@@ -219,7 +303,11 @@ END_TO_END = (
 
 def named_failure(lines: list[str], kind: str, file: str, column: str | None, shown: str) -> None:
     """One FAILED line names `file` (and `column`) and shows `shown`."""
-    named = [line for line in lines if file in line and (column is None or f"'{column}'" in line)]
+    named = [
+        line
+        for line in lines
+        if file in line and (column is None or f"'{column}'" in line or f"[{column}]" in line)
+    ]
     assert named, f"{kind}: no failure names {file} {column}:\n" + "\n".join(lines)
     assert any(shown in line for line in named), f"{kind}: {shown!r} not in {named}"
 
@@ -227,7 +315,14 @@ def named_failure(lines: list[str], kind: str, file: str, column: str | None, sh
 def snapshot(d: Path) -> dict[str, str]:
     """sha256 of every output of the last good run (Data Docs pages are a log: left out)."""
     files = [d / "dvc.lock"]
-    for folder in ("data/split", "data/features", "artifacts", "reports"):
+    for folder in (
+        "data/raw",
+        "data/split",
+        "data/features",
+        "data/candidates",
+        "artifacts",
+        "reports",
+    ):
         files += [
             p
             for p in (d / folder).rglob("*")
@@ -236,13 +331,18 @@ def snapshot(d: Path) -> dict[str, str]:
     return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
+SMALL_SCALE = 0.003  # KuaiSAR-small's dates and shape, ~80 users
+
+
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
-    """A good KuaiSAR-layout folder from the generator (tiny)."""
+    """A good folder shaped like KuaiSAR-small (its 10 days, search items without feature rows),
+    written as a release would be: not by the project's generate stage."""
+    from tasks.kuaisar.profiles import profile_params
     from tasks.kuaisar.world import generate
 
     folder = tmp_path_factory.mktemp("pristine")
-    for name, df in generate(GenerateParams(**TINY["generate"])).items():
+    for name, df in generate(profile_params("kuaisar_small", SMALL_SCALE)).items():
         df.write_csv(folder / name)
     return folder
 
@@ -257,9 +357,91 @@ def good(tmp_path_factory, pristine):
     params = yaml.safe_load((d / "params.yaml").read_text())
     params["paths"]["source"] = str(source)
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = dvc("repro", cwd=d).stdout
-    assert "generate: skipped" in out
+    dvc("repro", cwd=d)
     return d, source, pristine, snapshot(d)
+
+
+def status(d: Path) -> str:
+    return dvc("status", cwd=d).stdout
+
+
+@pytest.mark.slow
+def test_a_folder_shaped_like_kuaisar_small_runs_with_default_params(good):
+    """Default cut-offs fit its own 10 days (no absolute dates); every metric is a number."""
+    d, *_ = good
+    summary = json.loads((d / "data" / "split" / "summary.json").read_text())
+    assert summary["data_range"]["first"].startswith("2023-05-22")
+    assert summary["data_range"]["last"].startswith("2023-05-31")
+    assert summary["cutoffs"]["valid_start"] == "2023-05-26 00:00:00"
+    assert summary["cutoffs"]["test_start"] == "2023-05-29 00:00:00"
+    metrics = json.loads((d / "artifacts" / "mmoe" / "metrics.json").read_text())
+    numbers = [v for v in _leaves(metrics) if isinstance(v, float)]
+    assert len(numbers) > 10 and all(math.isfinite(v) for v in numbers), metrics
+    report = json.loads((d / "reports" / "validation.json").read_text())
+    assert sum(report["search_items_without_features"].values()) > 0  # accepted, and counted
+
+
+def _leaves(x):
+    if isinstance(x, dict):
+        for v in x.values():
+            yield from _leaves(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _leaves(v)
+    else:
+        yield x
+
+
+def _set_params(d: Path, **sections) -> None:
+    params = yaml.safe_load((d / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section] = {**params[section], **values}
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_a_stage_that_fails_after_validate_keeps_the_last_good_outputs(good):
+    """The release's old absolute cut-offs leave KuaiSAR-small's valid and test empty: split
+    fails naming the parts, and every output (DVC would delete them before the stage) stays."""
+    d, _, _, before = good
+    params = (d / "params.yaml").read_bytes()
+    try:
+        _set_params(
+            d, split={"valid_start": "2023-06-04 00:00:00", "test_start": "2023-06-07 00:00:00"}
+        )
+        status_before = status(d)
+        proc = dvc("repro", cwd=d, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "Running stage 'split'" in out
+        assert "the feed valid part has 0 rows" in out and "the data spans 2023-05-22" in out
+        assert "Running stage 'features'" not in out and "Traceback" not in out
+        assert snapshot(d) == before  # data/split/ included: not deleted, not half-written
+        assert status(d) == status_before
+    finally:
+        (d / "params.yaml").write_bytes(params)
+    assert "changed" not in status(d)
+
+
+@pytest.mark.slow
+def test_pointing_the_source_at_a_bad_or_missing_folder_changes_nothing(good, tmp_path):
+    d, _, pristine, before = good
+    params = (d / "params.yaml").read_bytes()
+    bad = tmp_path / "bad"
+    shutil.copytree(pristine, bad)
+    set_cell(REC, "click", "7")(bad)
+    try:
+        for folder, shown in (
+            (bad, "FAILED rec_inter.csv column 'click'"),
+            (tmp_path / "gone", ""),
+        ):
+            _set_params(d, paths={"source": str(folder)})
+            proc = dvc("repro", cwd=d, check=False)
+            out = proc.stdout + proc.stderr
+            assert proc.returncode != 0 and shown in out, out[-2000:]
+            assert "Running stage 'generate'" not in out  # not its business
+            assert snapshot(d) == before, folder
+    finally:
+        (d / "params.yaml").write_bytes(params)
 
 
 def test_the_corpus_has_at_least_25_kinds():

@@ -8,7 +8,7 @@ import pytest
 
 from tasks.config.params import SplitParams, beijing_ms
 from tasks.kuaisar.spec import LABEL
-from tasks.split import PARTS, read_raw, split_logs
+from tasks.split import PARTS, SplitError, check_parts, cutoffs, read_raw, split_logs
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,11 @@ def splits(raw_dir):
 
 
 def test_parts_partition_rows_and_do_not_overlap_in_time(splits, raw_frames):
-    p = SplitParams()
+    c = splits.cutoffs
+    assert (c.valid_start, c.test_start) == (
+        beijing_ms("2023-06-04 00:00:00"),  # the last 3 + 3 of the generator's 19 days
+        beijing_ms("2023-06-07 00:00:00"),
+    )
     for samples, raw in (
         (splits.rec, raw_frames["rec_inter.csv"]),
         (splits.src, raw_frames["src_inter.csv"]),
@@ -27,8 +31,8 @@ def test_parts_partition_rows_and_do_not_overlap_in_time(splits, raw_frames):
         assert len(samples) == len(raw)  # every row in exactly one part
         assert set(samples["part"].unique()) == set(PARTS)
         ts = {part: samples.filter(pl.col("part") == part)["timestamp"] for part in PARTS}
-        assert ts["train"].max() < beijing_ms(p.valid_start) <= ts["valid"].min()
-        assert ts["valid"].max() < beijing_ms(p.test_start) <= ts["test"].min()
+        assert ts["train"].max() < c.valid_start <= ts["valid"].min()
+        assert ts["valid"].max() < c.test_start <= ts["test"].min()
 
 
 def _check_history(samples: pl.DataFrame, events: pl.DataFrame, name: str) -> None:
@@ -126,6 +130,52 @@ def test_search_rows_of_types_the_feed_never_serves_stay_search_samples(splits, 
     feed_types = {"VIDEO", "IMAGE_ATLAS"}
     other = src.filter(~pl.col("item_type").is_in(feed_types))
     assert len(other) > 0  # the generator writes them, as the release has them
-    kept = splits.src.filter(~pl.col("item_type").is_in(feed_types))
+    kept = splits.src.filter(~pl.col("result_type").is_in(feed_types))  # src_inter's own type
     assert len(kept) == len(other)
     assert sorted(kept["search_session_id"]) == sorted(other["search_session_id"])
+
+
+def test_default_cutoffs_are_the_last_days_of_the_datas_own_span():
+    last = beijing_ms("2023-05-31 23:59:59")
+    c = cutoffs(SplitParams(), beijing_ms("2023-05-22 00:00:00"), last)
+    assert c.describe()["valid_start"] == "2023-05-26 00:00:00"
+    assert c.describe()["test_start"] == "2023-05-29 00:00:00"
+    fixed = SplitParams(valid_start="2023-06-04 00:00:00", test_start="2023-06-07 00:00:00")
+    assert cutoffs(fixed, 0, last).test_start == beijing_ms("2023-06-07 00:00:00")
+
+
+@pytest.mark.parametrize("profile", ["kuaisar_small", "kuaisar_full"])
+def test_each_release_profile_gets_non_empty_parts_from_the_default_cutoffs(tmp_path, profile):
+    from tasks.kuaisar.profiles import PROFILES, profile_params
+    from tasks.kuaisar.world import generate
+
+    frames = generate(profile_params(profile, 0.002))
+    for name in ("rec_inter.csv", "src_inter.csv"):
+        frames[name].write_csv(tmp_path / name)
+    s = split_logs(
+        read_raw(tmp_path, "rec_inter.csv"), read_raw(tmp_path, "src_inter.csv"), SplitParams()
+    )
+    check_parts(s, SplitParams())  # raises on an empty or too-small part
+    first = frames["rec_inter.csv"]["time"].min()
+    assert first.startswith(PROFILES[profile].start)
+    for samples in (s.rec, s.src):
+        counts = dict(samples.group_by("part").len().iter_rows())
+        assert all(counts[part] >= 100 for part in PARTS), counts
+
+
+def test_cutoffs_that_leave_a_part_empty_stop_split_naming_it(splits):
+    late = SplitParams(valid_start="2023-07-01 00:00:00", test_start="2023-07-04 00:00:00")
+    rec = splits.rec.with_columns(part=pl.lit("train"))
+    s = splits.__class__(**{**splits.__dict__, "rec": rec})
+    with pytest.raises(SplitError) as e:
+        check_parts(s, late)
+    msg = str(e.value)
+    assert "the feed valid part has 0 rows" in msg and "the feed test part has 0 rows" in msg
+    assert "the data spans 2023-05-22" in msg and "split.valid_days" in msg
+    with pytest.raises(SplitError, match="the feed train part has 0 clicks"):
+        check_parts(
+            splits.__class__(
+                **{**splits.__dict__, "rec": splits.rec.with_columns(click=pl.lit(0.0))}
+            ),
+            SplitParams(),
+        )

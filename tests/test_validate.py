@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tasks.config.params import ValidateParams
-from tasks.validate import main, validate_folder
+from tasks.validate import Check, header_problem, main, utf8_error_at, validate_folder
 
 P = ValidateParams()
 
@@ -64,7 +64,7 @@ CASES = [
         "unknown item id",
         _edit("rec_inter.csv", _set("item_id", "999999999")),
         "rec_inter.csv",
-        "item_id_missing_from_item_features",
+        "item_id_absent_from_item_features",
         "999999999",
     ),
     (
@@ -190,3 +190,65 @@ def test_batches_give_the_same_report_as_one_pass(raw_dir, tmp_path):
     assert many["rows"]["rec_inter.csv"] == n_rec
     rec_checks = [c for c in many["checks"] if c["file"] == "rec_inter.csv"]
     assert all(c["rows_checked"] == n_rec for c in rec_checks if c["suite"].endswith("values"))
+
+
+def test_search_results_the_feed_never_serves_may_lack_features_and_are_counted(good_report):
+    """The release: search returns LIVE, USER, ... items absent from item_features. They pass,
+    and the report counts them per type (the generator writes them as the release does)."""
+    unknown = good_report["search_items_without_features"]
+    assert unknown and set(unknown) <= {"USER", "LIVE", "COMMODITY", "MUSIC", "ADVERT"}
+    assert all(n > 0 for n in unknown.values())
+
+
+def test_a_video_result_without_features_fails_but_a_live_one_passes(raw_dir, tmp_path):
+    def result(item_type: str) -> Callable[[pl.DataFrame], pl.DataFrame]:
+        at = pl.int_range(pl.len()) == 3
+        return lambda df: df.with_columns(
+            item_id=pl.when(at).then(pl.lit("987654321")).otherwise("item_id"),
+            item_type=pl.when(at).then(pl.lit(item_type)).otherwise("item_type"),
+        )
+
+    reports = {}
+    for item_type in ("LIVE", "IMAGE_ATLAS"):
+        d = tmp_path / item_type
+        shutil.copytree(raw_dir, d)
+        _edit("src_inter.csv", result(item_type))(d)
+        reports[item_type] = validate_folder(d, P)
+    assert reports["LIVE"]["success"]
+    (hit,) = [c for c in reports["IMAGE_ATLAS"]["checks"] if not c["success"]]
+    assert hit["examples"] == ["987654321 (IMAGE_ATLAS)"] and hit["lines"] == [5]
+    assert "absent from item_features" in Check(**hit).line()
+    assert "expect_column_values" not in Check(**hit).line()  # reads as the problem
+
+
+@pytest.mark.parametrize("file,col", [("src_inter.csv", "user_id"), ("rec_inter.csv", "item_id")])
+def test_an_empty_id_is_one_failure_not_two(raw_dir, tmp_path, file, col):
+    d = tmp_path / "raw"
+    shutil.copytree(raw_dir, d)
+    _edit(
+        file,
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col(col)).alias(col)
+        ),
+    )(d)
+    failed = [c for c in validate_folder(d, P)["checks"] if not c["success"]]
+    assert [(c["column"], c["expectation"]) for c in failed] == [
+        (col, "expect_column_values_to_not_be_null")
+    ]
+
+
+def test_a_header_mismatch_shows_only_the_names_that_differ():
+    assert header_problem(["a", "b", "c"], ["a", "b", "c", "x"]).startswith("extra column ['x']")
+    renamed = header_problem(["a", "b", "c"], ["a", "bb", "c"])
+    assert "missing column ['b']" in renamed and "extra column ['bb']" in renamed
+    assert "'a'" not in renamed and "'c'" not in renamed  # the names that agree are not listed
+    assert "wrong order" in header_problem(["a", "b", "c"], ["b", "a", "c"])
+
+
+def test_a_utf8_error_names_the_line_and_the_column(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_bytes(b'a,b,c\n1,"[1, 2]",x\n2,"[3, 4]",y\xffz\n')
+    assert utf8_error_at(path) == "; first invalid byte 0xff at line 3, column 'c'"
+    assert utf8_error_at(path, chunk=4) == utf8_error_at(path)  # across read chunks too
+    path.write_bytes(b"a,b\n1,2\n")
+    assert utf8_error_at(path) == ""

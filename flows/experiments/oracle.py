@@ -6,7 +6,7 @@ the generated logs (deterministic for generate.seed), so it needs no data on dis
 
 It ranks the candidates stage's own file (paths.candidates/test.parquet, the clicks and
 candidates every evaluate@ ranked) when there is one, else draws with the same protocol
-(tasks.evaluation.candidates.draw): test clicks (served from split.test_start on; a seeded sample
+(tasks.evaluation.candidates.draw): test clicks (served from split's test cut-off on; a seeded sample
 of `positives`) each against candidates.negatives items drawn by train popularity, never one the
 user was served. Each candidate is scored by the generator's
 probability that the user is served it and clicks it, over the chance that the draw picks it as
@@ -37,10 +37,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tasks.config.params import Params, beijing_ms, load_params
+from tasks.config.params import Params, load_params
 from tasks.evaluation.candidates import click_values, draw, rank_metrics, ranks_of
 from tasks.evaluation.paired import paired_mean
 from tasks.kuaisar import world as g
+from tasks.split import cutoffs
 
 
 def _log_click(logit: np.ndarray) -> np.ndarray:
@@ -88,7 +89,10 @@ def search_gain_bound(
     _, w, item_ids, search, rec = g.draw_logs(gp)
     u, i = rec["u"].to_numpy(), rec["i"].to_numpy()
     t = rec["timestamp"].to_numpy().astype(np.int64)
-    valid_start, test_start = beijing_ms(p.split.valid_start), beijing_ms(p.split.test_start)
+    # split's own rule over both logs' time range (tasks.split.cutoffs)
+    ends = np.concatenate([t, search["search_session_timestamp"].to_numpy()])
+    cut = cutoffs(p.split, int(ends.min()), int(ends.max()))
+    valid_start, test_start = cut.valid_start, cut.test_start
     in_train = t < valid_start
     if candidates is not None:
         test, items = from_candidates(candidates, rec, item_ids)

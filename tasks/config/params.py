@@ -89,22 +89,49 @@ class ValidateParams(_Strict):
     min_timestamp: str = "2015-01-01 00:00:00"
     max_timestamp: str = "2030-01-01 00:00:00"
     max_duration_ms: float = Field(86_400_000, gt=0)
+    max_playing_time_ms: float = Field(86_400_000, gt=0)  # one item played for a day at most
+    # a row's time text (Beijing, whole seconds) and its timestamp may differ by at most this
+    time_tolerance_s: float = Field(1.0, ge=0)
     max_examples: int = Field(5, ge=1, le=100)
     chunk_rows: int = Field(1_000_000, ge=1_000)  # rows per Great Expectations batch (memory bound)
 
 
 class SplitParams(_Strict):
-    valid_start: str = "2023-06-04 00:00:00"
-    test_start: str = "2023-06-07 00:00:00"
+    """Temporal cut-offs. By default relative to the data: the last `test_days` Beijing calendar
+    days of the logs (ending with the day of the last event) are test, the `valid_days` before
+    them valid, everything earlier train, so any folder's own span fits. `valid_start` and
+    `test_start` (Beijing datetimes, both or neither) fix them as absolute times instead."""
+
+    valid_days: int = Field(3, ge=1, le=3650)
+    test_days: int = Field(3, ge=1, le=3650)
+    valid_start: str | None = None
+    test_start: str | None = None
+    # fewer feed or search rows than this in a part (or a feed part without both click values)
+    # stops split before any training, naming the part, its rows and the data's time range
+    min_part_rows: int = Field(100, ge=1)
     max_query_words: int = Field(6, ge=1, le=64)
 
     @model_validator(mode="after")
     def _ordered(self) -> SplitParams:
-        if beijing_ms(self.valid_start) >= beijing_ms(self.test_start):
+        given = [k for k in ("valid_start", "test_start") if getattr(self, k) is not None]
+        if len(given) == 1:
             raise ValueError(
-                f"split.valid_start ({self.valid_start}) must be before "
-                f"split.test_start ({self.test_start})"
+                f"split.{given[0]} is set without its pair: give both split.valid_start and "
+                "split.test_start (absolute cut-offs) or neither (the last valid_days/test_days)"
             )
+        if given:
+            for k in given:
+                try:
+                    beijing_ms(getattr(self, k))
+                except ValueError:
+                    raise ValueError(
+                        f"split.{k} {getattr(self, k)!r} is not a datetime 'YYYY-MM-DD HH:MM:SS'"
+                    ) from None
+            if beijing_ms(self.valid_start) >= beijing_ms(self.test_start):  # type: ignore[arg-type]
+                raise ValueError(
+                    f"split.valid_start ({self.valid_start}) must be before "
+                    f"split.test_start ({self.test_start})"
+                )
         return self
 
 
@@ -274,6 +301,21 @@ class Params(_Strict):
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     serve: ServeParams = ServeParams()
+
+    @model_validator(mode="after")
+    def _source_exists(self, info: ValidationInfo) -> Params:
+        """paths.source must be a folder, unless it is the generator's own (made by generate)."""
+        root = Path((info.context or {}).get("root", Path.cwd())).resolve()
+        source = self.paths.source if self.paths.source.is_absolute() else root / self.paths.source
+        generated = self.source.kind == "kuaisar" and self.paths.source == self.paths.raw
+        if not generated and not source.is_dir():
+            what = "not a folder" if source.exists() else "does not exist"
+            raise ValueError(
+                f"paths.source {source} {what}: give the folder that holds the "
+                + ("KuaiSAR files" if self.source.kind == "kuaisar" else "table's files")
+                + f" (or {self.paths.raw}, the generator's, for the built-in dataset)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _models_declared(self) -> Params:

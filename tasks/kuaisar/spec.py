@@ -51,6 +51,9 @@ FIELDS: tuple[Field, ...] = (
     Field("rec_active_level", "user", "sparse", "rec_active_level", vocab="rec_active_level"),
     Field("onehot_feat1", "user", "sparse", "onehot_feat1", vocab="onehot_feat1"),
     Field("onehot_feat2", "user", "sparse", "onehot_feat2", vocab="onehot_feat2"),
+    # a search result's own type (src_inter.item_type: VIDEO, LIVE, USER, ...); 0 on feed samples.
+    # item_type above is item_features' (the release: normal video or ad), absent for many results
+    Field("result_type", "query", "sparse", "result_type", vocab="result_type"),
     # an item attribute (fixed per item; rec_inter's duration_ms), so candidates carry their own
     Field("log_duration", "item", "dense", "duration_ms", expr=_log_seconds),
     # histories (tasks.split): the user's last clicked feed items and search sessions

@@ -18,7 +18,10 @@ Planted truth (what models can learn and what tests check):
   author and onehot_feat2, forward <- second-level category and onehot_feat1, long view <- short
   duration and quality. Long view is written as playing_time under the release's valid-play rule.
 - Search clicks depend on query-item relevance (result in the queried category), quality and
-  position; ~60% of sessions have a click. Search returns item types the feed never serves.
+  position; ~60% of sessions have a click. Search returns item types the feed never serves
+  (src_inter.item_type USER, LIVE, COMMODITY, MUSIC, ADVERT: ~10% of search rows), and, as in the
+  release, those items have no row in item_features.csv, whose own `item_type` is the release's
+  NORMAL or AD (5% of items), not src_inter's.
 - Per-user activity is log-normal (`activity_skew`); feed items come in requests that share one
   served timestamp (ties).
 Deterministic for a seed.
@@ -43,6 +46,7 @@ SEARCH_SOURCES = ("USER_INPUT", "HISTORY", "RECOMMEND_QUERY", "SUGGEST")
 TARGET_RATE_AFTER_CLICK = {"like": 0.15, "follow": 0.06, "forward": 0.06, "long_view": 0.55}
 DAY_MS = 86_400_000
 CLICK_NOISE = 0.5  # std of the feed click logit's noise
+AD_SHARE = 0.05  # item_features.item_type AD (else NORMAL)
 
 
 @dataclass(frozen=True)
@@ -424,15 +428,18 @@ def _user_features(w: World, rng: np.random.Generator, user_ids: np.ndarray) -> 
 def _item_features(
     p: GenerateParams, w: World, rng: np.random.Generator, item_ids: np.ndarray, t0: int
 ) -> pl.DataFrame:
+    # only the items the feed can serve (VIDEO, IMAGE_ATLAS) have a row, as in the release
+    keep = np.isin(w.item_type, FEED_ITEM_TYPES)
+    item_ids = item_ids[keep]
     n = len(item_ids)
     upload = t0 - rng.integers(DAY_MS, 365 * DAY_MS, n)
-    cat1, cat2 = w.item_cat + 1, w.item_sub + 1
+    cat1, cat2 = w.item_cat[keep] + 1, w.item_sub[keep] + 1
     df = pl.DataFrame(
         {
             "item_id": item_ids,
-            "kw": _word_lists(rng, w.item_cat, 3, 10, p),
-            "author_id": w.item_author,
-            "item_type": w.item_type,
+            "kw": _word_lists(rng, w.item_cat[keep], 3, 10, p),
+            "author_id": w.item_author[keep],
+            "item_type": np.where(rng.random(n) < AD_SHARE, "AD", "NORMAL"),
             "upload_ms": upload,
             "upload_type": np.asarray(UPLOAD_TYPES)[rng.integers(0, len(UPLOAD_TYPES), n)],
             "first_level_category_id": cat1,
