@@ -525,4 +525,11 @@ def test_a_changed_real_source_file_reruns_what_reads_it(good):
         shutil.rmtree(raw)
         shutil.copytree(pristine, raw)
     dvc("repro", cwd=d)
-    assert snapshot(d) == before  # same inputs, same bytes
+    # same inputs, same bytes: re-run (persisted stages do not use DVC's run-cache), every
+    # output is identical but the learning curve's timings, which dvc.lock hashes with it
+    timed = {"dvc.lock", *(k for k in before if k.endswith("curve.json"))}
+    after = snapshot(d)
+    assert {k: v for k, v in after.items() if k not in timed} == {
+        k: v for k, v in before.items() if k not in timed
+    }
+    assert "changed" not in status(d)
