@@ -141,6 +141,9 @@ def fit(
         .join(items.select("item_id", *DENSE), on="item_id", how="left")
         .select(DENSE)
         .collect(engine="streaming")
+        # the streaming join's row order varies from run to run, and float sums depend on the
+        # order: sorted, the same rows give the same bytes in spec.json
+        .sort(DENSE)
     )
     stats = {c: (float(dense[c].mean() or 0.0), float(dense[c].std() or 1.0) or 1.0) for c in DENSE}
     return Fitted(vocabs, stats)
