@@ -558,7 +558,9 @@ def validate_file(
             v, file, lf, fmt, lambda text: value_expectations(file, text, p, rel), p
         )
     except UNREADABLE as e:
-        error = f"cannot read {path}: {_first_line(e)}" + utf8_error_at(path)
+        error = f"cannot read {path}: {_first_line(e)}"
+        if isinstance(e, UnicodeDecodeError) or "utf-8" in str(e).lower():
+            error += utf8_error_at(path)  # a second pass over the file, for this error only
         return [Check(file, "files", "readable_csv", None, False, error=error)], 0
     if rows == 0:
         return [Check(file, "files", "has_rows", None, False, error=f"{path} has no data rows")], 0
