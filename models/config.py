@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from models.balancing import Weighting
 from models.embedding import EmbeddingSpec, FeatureEmbedding
 
 
@@ -41,6 +42,14 @@ class ModelConfig(BaseModel):
     # ranking (NDCG@10 on the candidates stage's valid candidates). None: train.select on a
     # feed (or joint) model of KuaiSAR, else auc
     select: Literal["auc", "ndcg@10"] | None = None
+    # how the per-task losses combine (models.balancing): sum | uncertainty | gradnorm
+    loss_weighting: Weighting = "sum"
+    gradnorm_alpha: float = Field(1.5, gt=0)  # gradnorm: how strongly slow tasks are lifted
+
+    # whether the tasks share one input representation (the head's): what gradnorm balances on
+    SHARED_INPUT: ClassVar[bool] = True
+    # whether the kind chains its tasks' probabilities (a funnel: ESMM, AITM): binary tasks only
+    FUNNEL: ClassVar[bool] = False
 
     TRAINING: ClassVar[tuple[str, ...]] = (
         "scenario",
@@ -69,6 +78,12 @@ class ModelConfig(BaseModel):
             raise ConfigError(
                 "sampled_negatives", "draws negatives for feed clicks: a feed model on KuaiSAR"
             )
+        if self.loss_weighting == "gradnorm" and not self.SHARED_INPUT:
+            raise ConfigError(
+                "loss_weighting",
+                f"gradnorm balances gradients on a representation all tasks share; {self.kind} "
+                "has none (use uncertainty or sum)",
+            )
 
     def build(self, spec: EmbeddingSpec, n_tasks: int, sparse: bool) -> nn.Module:
         """The whole model: (sparse, dense, sequences) -> (B, n_tasks) logits. By default the
@@ -87,6 +102,14 @@ class Pooled(nn.Module):
         super().__init__()
         self.embedding = FeatureEmbedding(spec, sparse=sparse)
         self.head = cfg.head(spec.out_dim, n_tasks)
+        self.shared: Tensor | None = None  # the last training step's head input (gradnorm)
+
+    @property
+    def aux_loss(self) -> Tensor | None:
+        """The head's extra training loss of the last forward pass (AITM's calibrator), if any."""
+        return getattr(self.head, "aux_loss", None)
 
     def forward(self, sparse: Tensor, dense: Tensor, seqs: tuple[Tensor, ...] = ()) -> Tensor:
-        return self.head(self.embedding(sparse, dense, seqs))  # (B, T) logits
+        h = self.embedding(sparse, dense, seqs)
+        self.shared = h if self.training else None
+        return self.head(h)  # (B, T) logits

@@ -7,15 +7,25 @@ from typing import Annotated, Any, Union, get_args
 
 from pydantic import Field, TypeAdapter
 
+from models.aitm import AITMConfig
 from models.config import ModelConfig
 from models.embedding import EmbeddingSpec
+from models.esmm import ESMMConfig
 from models.mmoe import MMoEConfig
 from models.multitask import MultiTaskModel
 from models.ple import PLEConfig
 from models.sesrec import SESRecConfig
 from models.shared_bottom import SharedBottomConfig, SingleTaskConfig
 
-CONFIGS = (SharedBottomConfig, SingleTaskConfig, MMoEConfig, PLEConfig, SESRecConfig)
+CONFIGS = (
+    SharedBottomConfig,
+    SingleTaskConfig,
+    MMoEConfig,
+    PLEConfig,
+    ESMMConfig,
+    AITMConfig,
+    SESRecConfig,
+)
 
 AnyModelConfig = Annotated[Union[CONFIGS], Field(discriminator="kind")]  # noqa: UP007
 KINDS = tuple(k for c in CONFIGS for k in get_args(c.model_fields["kind"].annotation))

@@ -25,7 +25,7 @@ sees no search behaviour at all.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, PositiveInt, model_validator
@@ -118,6 +118,7 @@ class SESRecConfig(ModelConfig):
     aligned (InfoNCE), histories split into similar/dissimilar interests (triplet)."""
 
     kind: Literal["sesrec"]
+    SHARED_INPUT: ClassVar[bool] = False  # a whole model: no one head input (gradnorm)
     # trained with weight decay: it overfits without it (BENCHMARKS.md)
     weight_decay: float | None = Field(0.001, ge=0)
     search_history: bool = True  # false: the ablation without search history

@@ -4,7 +4,7 @@ One bottom MLP shared by all tasks, then one tower per task."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import PositiveInt
@@ -50,6 +50,7 @@ class SingleTask(nn.Module):
 
 class SingleTaskConfig(ModelConfig):
     kind: Literal["single_task"]
+    SHARED_INPUT: ClassVar[bool] = False  # one embedding per task
     bottom: list[PositiveInt] = [256, 128]
     tower: list[PositiveInt] = [64]
 

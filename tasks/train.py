@@ -1,4 +1,4 @@
-"""train@MODEL: multi-task training on the feed labels, early stopping on valid.
+"""train@MODEL: multi-task training on the feed labels (or a table's), early stopping on valid.
 
 The loop lives in tasks.training.engine (tensors on the device, masked per-task BCE, sparse embedding
 updates, bf16 where supported, resume after a crash, DDP under torchrun). The best epoch's
@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     model.to(device)
     n_params = sum(x.numel() for x in model.parameters())
     say = (lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None)
+    source = "table" if sample_files(spec) == "table" else config["scenario"]
     say(
-        f"train@{args.model}: {config['kind']} ({config['scenario']}: {', '.join(tasks)}), "
+        f"train@{args.model}: {config['kind']} ({source}: {', '.join(tasks)}), "
         f"{n_params:,} parameters, {len(train):,} samples"
         + (
             f" + {fit_opts['sampled_negatives']} sampled negative(s) per click, redrawn each epoch"

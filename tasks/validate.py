@@ -699,6 +699,12 @@ def table_expectations(d: Any, columns: list[str]) -> tuple[list[Any], list[Any]
     for rule in d.derived.values():
         if rule.allowed is not None and rule.column in present:
             fmt.append(gxe.ExpectColumnValuesToBeInSet(column=rule.column, value_set=rule.allowed))
+    part = d.split.column if d.split.rule == "column" else None
+    if part in present:  # the table's own part column: one of the declared values, every row
+        fmt.append(gxe.ExpectColumnValuesToNotBeNull(column=part))
+        fmt.append(
+            gxe.ExpectColumnValuesToBeInSet(column=part, value_set=sorted(d.split.values.values()))
+        )
     values: list[Any] = []
     for name, kind in d.labels.items():
         source = d.derived[name].column if name in d.derived else name

@@ -109,3 +109,15 @@ def test_the_top_level_of_tasks_is_the_stages_and_no_stage_imports_another():
     for entry in entries:
         others = {f"{e.replace('.', '/')}.py" for e in entries - {entry}}
         assert not (closure(entry) & others), f"{entry} imports {sorted(closure(entry) & others)}"
+
+
+def test_a_train_stage_depends_on_every_train_key_but_the_list_of_models():
+    """Every train option can change a model, so each train@ stage depends on it; the list of
+    models cannot, so adding one retrains no other."""
+    from tasks.config.params import TrainParams
+
+    st = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    keys = {k.removeprefix("train.") for k in st["params"] if k.startswith("train.")}
+    assert "train" not in st["params"]
+    assert keys == set(TrainParams.model_fields) - {"models"}
+    assert "models.${item}" in st["params"]

@@ -26,6 +26,9 @@ CONFIGS = [
     ("ple", {"n_levels": 1, "n_shared": 1, "n_specific": 1, "expert": [16], "tower": [8]}),
     ("ple", {"n_levels": 3, "n_shared": 2, "n_specific": 3, "expert": [32, 16], "tower": [8]}),
     ("ple", {"n_levels": 2, "n_shared": 0, "n_specific": 2, "expert": [16], "tower": [8]}),
+    ("esmm", {"tower": [16, 8]}),
+    ("aitm", {"bottom": [16], "tower": [8]}),
+    ("aitm", {"bottom": [16, 8], "tower": [], "calibration_weight": 0.0}),
 ]
 
 
@@ -87,7 +90,9 @@ def test_ple_task_experts_only_see_their_own_input():
 
 
 @pytest.mark.parametrize(
-    "kind,cfg", [CONFIGS[0], CONFIGS[2], CONFIGS[5]], ids=["shared_bottom", "mmoe", "ple"]
+    "kind,cfg",
+    [CONFIGS[0], CONFIGS[2], CONFIGS[5], CONFIGS[8]],
+    ids=["shared_bottom", "mmoe", "ple", "aitm"],
 )
 def test_loss_falls_on_a_learnable_toy_task(kind, cfg):
     """Task 0 = item in the first half; task 1 = user's parity: both learnable from the ids, so

@@ -33,10 +33,30 @@ def _sesrec_on_a_table(p: dict) -> None:
     p["train"] |= {"models": ["sesrec"], "tasks": ["income_50k"]}
 
 
+def _esmm_on_regression(p: dict) -> None:
+    p["source"] = {"kind": "table"}
+    p["paths"]["source"] = "/tmp"
+    p["table"] |= {"files": {"data": "t.csv"}, "numeric": ["x_*"], "labels": {"y": "regression"}}
+    p["train"] |= {"models": ["esmm"], "tasks": ["y"]}
+
+
+def _table_without_inputs(p: dict) -> None:
+    _esmm_on_regression(p)
+    p["table"]["numeric"] = []
+    p["train"]["models"] = ["mmoe"]
+
+
 @pytest.mark.parametrize(
     "edit,named",
     [
         (lambda p: p["train"].update(epocs=3), "train.epocs"),
+        (_esmm_on_regression, "models.esmm.kind: esmm chains the probabilities of binary tasks"),
+        (_table_without_inputs, "table declares no model input"),
+        (
+            lambda p: p["models"]["sesrec"].update(loss_weighting="gradnorm"),
+            "models.sesrec.loss_weighting",
+        ),
+        (lambda p: p["models"]["mmoe"].update(loss_weighting="equal"), "models.mmoe"),
         (lambda p: p["generate"].update(search_rec_overlap=1.5), "generate.search_rec_overlap"),
         (lambda p: p["models"]["mmoe"].update(n_experts=0), "models.mmoe"),
         (lambda p: p["models"]["ple"].update(kind="plee"), "models.ple"),

@@ -231,3 +231,104 @@ def test_a_parquet_table_with_weights_reaches_the_features(tmp_path):
     assert spec["sparse"] == {"city": len(vocabs["city"]) + 1} == {"city": 4}
     x = out["table_train"]["x"]
     assert abs(x.mean()) < 1e-5 and abs(x.std() - 1) < 1e-3  # standardised on train
+
+
+def write_numeric(folder, n: int = 600, width: int = 30) -> None:
+    """The MMoE paper's kind of table: only numeric inputs, two regression labels, and the
+    table's own part column."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, width)).round(4)
+    cols = {f"x_{i:03d}": x[:, i] for i in range(width)}
+    part = np.where(np.arange(n) % 10 < 8, "tr", np.where(np.arange(n) % 10 == 8, "va", "te"))
+    pl.DataFrame(
+        {**cols, "y1": x[:, 0] + 0.1 * x[:, 1], "y2": x[:, 0] - x[:, 2], "part": part}
+    ).write_csv(folder / "t.csv")
+
+
+def numeric_params(**kw) -> TableParams:
+    base = dict(
+        files={"data": "t.csv"},
+        numeric=["x_*"],
+        labels={"y1": "regression", "y2": "regression"},
+        split=TableSplit(
+            rule="column", column="part", values={"train": "tr", "valid": "va", "test": "te"}
+        ),
+    )
+    return TableParams(**(base | kw))
+
+
+def test_globs_select_columns_and_the_table_gives_its_own_parts(tmp_path):
+    write_numeric(tmp_path / "t")
+    d, frames = read_parts(tmp_path / "t", numeric_params())
+    assert d.numeric == tuple(f"x_{i:03d}" for i in range(30)) and d.categorical == ()
+    parts = split_parts(frames, d)
+    assert [parts[p].height for p in PARTS] == [480, 60, 60]
+    assert set(parts["valid"]["part"]) == {"va"}
+    # an explicit categorical name wins over a numeric glob that also matches it
+    d, _ = read_parts(tmp_path / "t", numeric_params(categorical=["x_000"], numeric=["x_0*"]))
+    assert d.categorical == ("x_000",) and d.numeric == tuple(f"x_{i:03d}" for i in range(1, 30))
+    assert validate_table(tmp_path / "t", numeric_params(), ValidateParams(), None)["success"]
+
+
+def test_a_glob_matching_nothing_and_a_foreign_part_value_are_named(tmp_path):
+    write_numeric(tmp_path / "t")
+    with pytest.raises(TableError, match=r"table.numeric glob 'z_\*' matches no input column"):
+        read_parts(tmp_path / "t", numeric_params(numeric=["x_001", "z_*"]))
+    with pytest.raises(TableError, match=r"glob 'y\*' matches no input column"):
+        read_parts(tmp_path / "t", numeric_params(numeric=["y*"]))  # labels are never inputs
+    report = validate_table(tmp_path / "t", numeric_params(numeric=["z_*"]), ValidateParams(), None)
+    assert not report["success"] and "z_*" in str(report["checks"])
+    df = pl.read_csv(tmp_path / "t" / "t.csv")
+    df.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("holdout")).otherwise("part").alias("part")
+    ).write_csv(tmp_path / "t" / "t.csv")
+    d, frames = read_parts(tmp_path / "t", numeric_params())
+    with pytest.raises(
+        TableError, match=r"'part' holds values other than \['te', 'tr', 'va'\].*holdout"
+    ):
+        split_parts(frames, d)
+    report = validate_table(tmp_path / "t", numeric_params(), ValidateParams(), None)
+    bad = [c for c in report["checks"] if not c["success"]]
+    assert [(c["column"], c["examples"], c["lines"]) for c in bad] == [("part", ["holdout"], [5])]
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"numeric": []}, "table declares no model input"),
+        ({"numeric": ["x_*", "y1"]}, r"\['y1'\] are declared both as model inputs and as a label"),
+        ({"numeric": ["x_*", "part"]}, r"\['part'\] are declared both as model inputs"),
+        ({"categorical": ["x_001"], "numeric": ["x_001"]}, "both categorical and numeric"),
+        ({"split": {"rule": "column"}}, "needs table.split.column"),
+        (
+            {
+                "split": {
+                    "rule": "column",
+                    "column": "part",
+                    "values": {"train": "a", "valid": "a", "test": "b"},
+                }
+            },
+            "three different values",
+        ),
+    ],
+)
+def test_a_declaration_without_inputs_or_reading_its_labels_is_refused(kw, message):
+    with pytest.raises(ValueError, match=message):
+        numeric_params(**kw)
+
+
+def test_samples_of_a_numeric_only_table_keep_their_rows(tmp_path):
+    from tasks.config.params import FeaturesParams
+    from tasks.features import table_features
+    from tasks.table.source import describe
+    from tasks.training.tensors import load_samples
+
+    write_numeric(tmp_path / "t")
+    d, frames = read_parts(tmp_path / "t", numeric_params())
+    out, _, spec = table_features(split_parts(frames, d), describe(d), FeaturesParams())
+    (tmp_path / "f").mkdir()
+    out["table_train"].write_parquet(tmp_path / "f" / "table_train.parquet")
+    s = load_samples(tmp_path / "f", "table_train", spec, ["y1", "y2"], torch.device("cpu"))
+    # polars' select of no columns has no rows: the sparse inputs must keep all 480
+    assert len(s) == 480 and s.sparse.shape == (480, 0) and s.dense.shape == (480, 30)

@@ -1,18 +1,21 @@
 """The MMoE paper's synthetic experiment as one Prefect flow: test loss against task correlation.
 
-    python -m flows.experiments.synthetic [--p 0.5 0.7 0.9 1.0] [--seeds 0 1 2] [--out reports/synthetic]
+    python -m flows.experiments.synthetic [--p 0.5 0.7 0.9 1.0] [--seeds 0 ... 9] [--epochs 100]
+        [--frequency 1] [--out reports/synthetic]
     make synthetic
 
 Trains Shared-Bottom, OMoE, MMoE and PLE (flows/experiments/synthetic_data.py) on the two regression tasks for
 every task correlation p and seed, one Prefect task per (p, seed), and writes under `--out`:
-results.json (every run), table.md (mean and spread of test MSE per model and p, and whether
-the paper's ordering MMoE <= OMoE <= Shared-Bottom holds) and loss_vs_p.png.
+results.json (every run), table.md (mean and spread of test MSE per model and p; paired over
+seeds, the differences of the paper's ordering MMoE <= OMoE <= Shared-Bottom with bootstrap CIs
+and sign counts) and loss_vs_p.png. `--frequency 4` is the harder variant (sharper sinusoids).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,53 +24,132 @@ from prefect import flow, task
 
 from flows.experiments.synthetic_data import MODELS
 from flows.experiments.synthetic_data import run as run_model
+from tasks.evaluation.paired import paired_mean
 from tasks.io.atomic import write_json_atomic, write_text_atomic
 
 ORDER = ["shared_bottom", "omoe", "mmoe", "ple"]
+P_VALUES = [0.5, 0.7, 0.9, 1.0]
+SEEDS = list(range(10))  # the paper repeats each setting many times: 10 seeds at the least
+EPOCHS, PATIENCE = 100, 8
 
 
 @task(task_run_name="p={p} seed={seed}")
-def one_dataset(p: float, seed: int, epochs: int) -> list[dict[str, Any]]:
-    return [run_model(m, p, seed, epochs=epochs) for m in MODELS]
+def one_dataset(
+    p: float, seed: int, epochs: int, patience: int, frequency: float
+) -> list[dict[str, Any]]:
+    return [
+        run_model(m, p, seed, epochs=epochs, patience=patience, frequency=frequency) for m in MODELS
+    ]
+
+
+# a minus b in test MSE (positive: b is better), paired on the same (p, seed) dataset
+PAIRS = [("shared_bottom", "omoe"), ("omoe", "mmoe"), ("shared_bottom", "mmoe"), ("mmoe", "ple")]
+
+
+def sign_test(wins: int, n: int) -> float:
+    """Two-sided binomial sign test: the chance of a split at least this uneven if each seed
+    were a coin flip."""
+    k = max(wins, n - wins)
+    tail = sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_over_seeds(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
+    """mean over seeds of a - b with its bootstrap 95% CI over seeds, and how many seeds
+    favour b (a > b), with the sign test's p-value."""
+    seeds = sorted(set(a) & set(b))
+    x, y = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
+    ci = paired_mean(x, y, resamples=4000, seed=0)
+    wins = int((x > y).sum())
+    return ci | {"b_better_seeds": wins, "sign_p": sign_test(wins, len(seeds))}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ps = sorted({r["p"] for r in runs})
+    mse = {
+        (m, p): {r["seed"]: r["test_mse"] for r in runs if r["model"] == m and r["p"] == p}
+        for m in ORDER
+        for p in ps
+    }
     stats: dict[str, dict[str, dict[str, float]]] = {}
     for m in ORDER:
         stats[m] = {}
         for p in ps:
-            v = np.array([r["test_mse"] for r in runs if r["model"] == m and r["p"] == p])
-            stats[m][str(p)] = {"mean": float(v.mean()), "std": float(v.std()), "n": len(v)}
-    mean = {m: {p: stats[m][str(p)]["mean"] for p in ps} for m in ORDER}
-    ordering = {
-        str(p): bool(mean["mmoe"][p] <= mean["omoe"][p] <= mean["shared_bottom"][p]) for p in ps
+            v = np.array(list(mse[m, p].values()))
+            stats[m][str(p)] = {
+                "mean": float(v.mean()),
+                "std": float(v.std()),
+                "median": float(np.median(v)),
+                "n": len(v),
+            }
+    paired = {
+        f"{a}-{b}": {str(p): paired_over_seeds(mse[a, p], mse[b, p]) for p in ps} for a, b in PAIRS
     }
-    gap = {str(p): mean["shared_bottom"][p] - mean["mmoe"][p] for p in ps}
-    return {"ps": ps, "stats": stats, "mmoe_le_omoe_le_sb": ordering, "sb_minus_mmoe": gap}
+    # the paper's ordering at p: Shared-Bottom worse than OMoE and OMoE worse than MMoE, each
+    # with a paired CI over seeds above 0
+    ordering = {
+        str(p): bool(
+            paired["shared_bottom-omoe"][str(p)]["lo"] > 0 and paired["omoe-mmoe"][str(p)]["lo"] > 0
+        )
+        for p in ps
+    }
+    gap = {
+        p: {s: mse["shared_bottom", p][s] - mse["mmoe", p][s] for s in mse["mmoe", p]} for p in ps
+    }
+    # does the Shared-Bottom - MMoE gap grow as p falls? the gap at the lowest p minus at the
+    # highest, paired by seed
+    trend = paired_over_seeds(gap[ps[0]], gap[ps[-1]]) if len(ps) > 1 else None
+    return {
+        "ps": ps,
+        "stats": stats,
+        "paired": paired,
+        "ordering_shown": ordering,
+        "sb_minus_mmoe": {str(p): float(np.mean(list(gap[p].values()))) for p in ps},
+        "gap_lowest_minus_highest_p": trend,
+    }
+
+
+def _cell(c: dict[str, Any]) -> str:
+    mark = "**" if c["excludes_0"] else ""
+    return (
+        f"{mark}{c['diff']:+.4f}{mark} [{c['lo']:+.4f}, {c['hi']:+.4f}] "
+        f"{c['b_better_seeds']}/{c['n']}"
+    )
 
 
 def table(summary: dict[str, Any]) -> str:
     ps = summary["ps"]
-    lines = [
-        "| model | " + " | ".join(f"p = {p}" for p in ps) + " |",
-        "|---|" + "---:|" * len(ps),
-    ]
+    head = "|---|" + "---:|" * len(ps)
+    cols = " | ".join(f"p = {p}" for p in ps)
+    lines = [f"| model | {cols} |", head]
     for m in ORDER:
         cells = [
             f"{summary['stats'][m][str(p)]['mean']:.4f} ± {summary['stats'][m][str(p)]['std']:.4f}"
             for p in ps
         ]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    holds = ", ".join(
-        f"p={p}: {'yes' if summary['mmoe_le_omoe_le_sb'][str(p)] else 'no'}" for p in ps
+    pairs = [f"| a − b | {cols} |", head]
+    for key, by_p in summary["paired"].items():
+        pairs.append(
+            f"| {key.replace('-', ' − ')} | " + " | ".join(_cell(by_p[str(p)]) for p in ps) + " |"
+        )
+    shown = ", ".join(f"p={p}: {'yes' if summary['ordering_shown'][str(p)] else 'no'}" for p in ps)
+    trend = summary["gap_lowest_minus_highest_p"]
+    trend_text = (
+        f"Shared-Bottom − MMoE gap at p = {ps[0]} minus at p = {ps[-1]}: {_cell(trend)}.\n"
+        if trend
+        else ""
     )
-    gaps = ", ".join(f"p={p}: {summary['sb_minus_mmoe'][str(p)]:+.4f}" for p in ps)
+    n = summary["stats"]["mmoe"][str(ps[0])]["n"]
     return (
-        "Test MSE (mean over the two tasks), mean ± std over seeds.\n\n"
+        f"Test MSE (mean over the two tasks), mean ± std over {n} seeds.\n\n"
         + "\n".join(lines)
-        + f"\n\nMMoE <= OMoE <= Shared-Bottom (means): {holds}.\n"
-        + f"Shared-Bottom minus MMoE: {gaps}.\n"
+        + "\n\nPaired over seeds (each seed one dataset, both models trained on it): mean of "
+        "a − b in test MSE (positive: b is better), bootstrap 95% CI over seeds (bold: excludes "
+        "0), and the seeds on which b is better.\n\n"
+        + "\n".join(pairs)
+        + f"\n\nMMoE better than OMoE better than Shared-Bottom, both CIs above 0: {shown}.\n"
+        + trend_text
     )
 
 
@@ -106,19 +188,22 @@ def synthetic(
     ps: list[float] | None = None,
     seeds: list[int] | None = None,
     out: str = "reports/synthetic",
-    epochs: int = 60,
+    epochs: int = EPOCHS,
+    patience: int = PATIENCE,
+    frequency: float = 1.0,
 ) -> dict[str, Any]:
-    ps = ps or [0.5, 0.7, 0.9, 1.0]
-    seeds = seeds or [0, 1, 2]
+    ps = ps or P_VALUES
+    seeds = seeds or SEEDS
     runs: list[dict[str, Any]] = []
     for p in ps:
         for seed in seeds:
-            runs += one_dataset(p, seed, epochs)
-    summary = summarise(runs)
+            runs += one_dataset(p, seed, epochs, patience, frequency)
+    summary = summarise(runs) | {"frequency": frequency, "epochs": epochs, "patience": patience}
     folder = Path(out)
     write_json_atomic(folder / "results.json", {"summary": summary, "runs": runs})
     text = table(summary)
-    write_text_atomic(folder / "table.md", "# MMoE synthetic benchmark\n\n" + text)
+    title = "# MMoE synthetic benchmark" + (f" (frequency {frequency})" if frequency != 1 else "")
+    write_text_atomic(folder / "table.md", f"{title}\n\n{text}")
     plot(summary, runs, folder / "loss_vs_p.png")
     print(text)
     return summary
@@ -126,12 +211,16 @@ def synthetic(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--p", type=float, nargs="+", default=[0.5, 0.7, 0.9, 1.0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--p", type=float, nargs="+", default=P_VALUES)
+    ap.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
+    ap.add_argument("--epochs", type=int, default=EPOCHS)
+    ap.add_argument("--patience", type=int, default=PATIENCE)
+    ap.add_argument(
+        "--frequency", type=float, default=1.0, help="scale of the sinusoids' alphas (harder: 4)"
+    )
     ap.add_argument("--out", default="reports/synthetic")
     args = ap.parse_args(argv)
-    synthetic(args.p, args.seeds, args.out, args.epochs)
+    synthetic(args.p, args.seeds, args.out, args.epochs, args.patience, args.frequency)
     print(json.dumps({"out": args.out}))
 
 

@@ -23,6 +23,15 @@ def model_config(params: Params, name: str, check: bool = True) -> ModelConfig:
         cfg = validated(params.models[name])
         if check:
             cfg.check(embed_dim=params.train.embed_dim, histories=params.source.kind == "kuaisar")
+            regression = [
+                t for t in params.train.tasks if params.table.labels.get(t) == "regression"
+            ]
+            if cfg.FUNNEL and params.source.kind == "table" and regression:
+                raise ConfigError(
+                    "kind",
+                    f"{cfg.kind} chains the probabilities of binary tasks (a funnel); "
+                    f"train.tasks {regression} are regression tasks",
+                )
     except ValidationError as e:
         # an error's location starts with the kind's tag: name the section instead
         raise ParamsError(errors(e, f"models.{name}", skip=1)) from None

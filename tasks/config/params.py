@@ -146,16 +146,32 @@ class SourceParams(_Strict):
 
 
 class TableSplit(_Strict):
-    rule: Literal["given", "random", "time"] = "random"
+    rule: Literal["given", "random", "time", "column"] = "random"
     valid: float = Field(0.1, gt=0, lt=1)  # fractions of the rows (random, time)
     test: float = Field(0.1, gt=0, lt=1)
     seed: int = 0
     time_column: str | None = None
+    column: str | None = None  # rule column: the table's own part column
+    values: dict[Literal["train", "valid", "test"], str] = {  # its value for each part
+        "train": "train",
+        "valid": "valid",
+        "test": "test",
+    }
 
     @model_validator(mode="after")
     def _consistent(self) -> TableSplit:
         if self.rule == "time" and not self.time_column:
             raise ValueError("table.split.rule 'time' needs table.split.time_column")
+        if self.rule == "column":
+            if not self.column:
+                raise ValueError("table.split.rule 'column' needs table.split.column")
+            missing = [part for part in ("train", "valid", "test") if part not in self.values]
+            if missing:
+                raise ValueError(f"table.split.values lacks the value of {missing}")
+            if len(set(self.values.values())) < 3:
+                raise ValueError(
+                    f"table.split.values must name three different values, got {self.values}"
+                )
         if self.valid + self.test >= 1:
             raise ValueError(
                 f"table.split.valid + table.split.test must leave rows to train on, "
@@ -186,11 +202,36 @@ class TableParams(_Strict):
     separator: str = Field(",", min_length=1, max_length=1)
     null_values: list[str] = []
     columns: list[str] = []  # names in file order, for a file without a header
-    categorical: list[str] = []
+    categorical: list[str] = []  # names, or globs such as "cat_*" (matched against the header)
     numeric: list[str] = []
     labels: dict[str, Literal["binary", "regression"]] = {}
     weight: str | None = None
     split: TableSplit = TableSplit()
+
+    @model_validator(mode="after")
+    def _inputs(self) -> TableParams:
+        """A declared table must give the models an input, and never a label as one."""
+        if self.preset is not None or not self.files:
+            return self  # presets declare their own; no files: Params names what is missing
+        if not self.categorical and not self.numeric:
+            raise ValueError(
+                "table declares no model input: table.categorical and table.numeric are both "
+                "empty (give column names, or globs such as 'x_*')"
+            )
+        features = {*self.categorical, *self.numeric}
+        targets = {*self.labels, *([self.weight] if self.weight else [])}
+        if self.split.rule == "column" and self.split.column:
+            targets.add(self.split.column)
+        clash = sorted(features & targets)
+        if clash:
+            raise ValueError(
+                f"table columns {clash} are declared both as model inputs and as a label, the "
+                "weight or the split column: a model would read what it is scored on"
+            )
+        both = sorted(set(self.categorical) & set(self.numeric))
+        if both:
+            raise ValueError(f"table columns {both} are declared both categorical and numeric")
+        return self
 
     def label_names(self) -> tuple[str, ...]:
         if self.preset is not None:
@@ -207,6 +248,10 @@ class TrainParams(_Strict):
         "shared_bottom",
         "mmoe",
         "ple",
+        "esmm",
+        "aitm",
+        "mmoe_uncertainty",
+        "mmoe_gradnorm",
         "ple_search",
         "ple_joint",
         "sesrec",
@@ -271,6 +316,8 @@ class ReportParams(_Strict):
         "sesrec-sesrec_nodis",
         "ple_joint-ple",
         "ple_joint-ple_search",
+        "mmoe_uncertainty-mmoe",
+        "mmoe_gradnorm-mmoe",
     ]
     bootstrap: int = Field(1000, ge=100, le=100_000)  # resamples (Poisson bootstrap)
     seed: int = 0

@@ -22,6 +22,7 @@ formats (nothing is shipped or downloaded; see the README for where to get them)
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,16 @@ class Declaration:
         cols += [self.weight] if self.weight else []
         if self.split.rule == "time" and self.split.time_column:
             cols.append(self.split.time_column)
+        if self.split.rule == "column" and self.split.column:
+            cols.append(self.split.column)
         return list(dict.fromkeys(cols))
+
+    def not_inputs(self) -> set[str]:
+        """Columns a glob never selects as a model input: labels and their sources, the
+        weight, the split's columns."""
+        out = {*self.labels, *(d.column for d in self.derived.values())}
+        out |= {c for c in (self.weight, self.split.time_column, self.split.column) if c}
+        return out
 
 
 def declaration(p: TableParams) -> Declaration:
@@ -152,8 +162,41 @@ def declaration(p: TableParams) -> Declaration:
     )
 
 
+GLOB = set("*?[")
+
+
+def expand(patterns: tuple[str, ...], header: list[str], skip: set[str], key: str) -> list[str]:
+    """Names as given, globs (fnmatch: `x_*`, `num_??`) as the header's matching columns, in
+    header order, leaving out `skip`; a glob that matches nothing is an error naming it."""
+    out: list[str] = []
+    for pat in patterns:
+        if not GLOB & set(pat):
+            out.append(pat)
+            continue
+        hits = [c for c in header if fnmatch.fnmatchcase(c, pat) and c not in skip]
+        if not hits:
+            raise TableError(
+                f"table.{key} glob {pat!r} matches no input column of the table (header: "
+                f"{header[:12]}{' ...' if len(header) > 12 else ''})"
+            )
+        out += hits
+    return list(dict.fromkeys(out))
+
+
 def resolve_columns(d: Declaration, header: list[str], preset: str | None) -> Declaration:
-    """Presets whose feature columns are known only from the file's header (Ali-CCP, AliExpress)."""
+    """The feature columns, resolved against the file's header: the globs of a declared table,
+    or the presets whose columns are known only from it (Ali-CCP, AliExpress)."""
+    if preset is None:
+        explicit = {c for c in (*d.categorical, *d.numeric) if not GLOB & set(c)}
+        skip = d.not_inputs() | explicit
+        categorical = expand(d.categorical, header, skip, "categorical")
+        numeric = expand(d.numeric, header, skip | set(categorical), "numeric")
+        both = sorted(set(categorical) & set(numeric))
+        if both:
+            raise TableError(f"table columns {both} are selected both categorical and numeric")
+        return Declaration(
+            **{**d.__dict__, "categorical": tuple(categorical), "numeric": tuple(numeric)}
+        )
     if preset == "ali_ccp":
         feats = [c for c in header if c not in d.labels]
         numeric = tuple(c for c in feats if c.startswith("D"))
@@ -247,6 +290,8 @@ def split_parts(frames: dict[str, pl.DataFrame], d: Declaration) -> dict[str, pl
     data = frames.get("data")
     if data is None:
         raise TableError(f"split.rule {s.rule!r} needs table.files data, got {sorted(frames)}")
+    if s.rule == "column":
+        return by_column(data, s)
     n = data.height
     n_test, n_valid = round(n * s.test), round(n * s.valid)
     if s.rule == "random":
@@ -259,6 +304,28 @@ def split_parts(frames: dict[str, pl.DataFrame], d: Declaration) -> dict[str, pl
         "valid": data[np.sort(order[cut_v:cut_t])],
         "test": data[np.sort(order[cut_t:])],
     }
+
+
+def by_column(data: pl.DataFrame, s: TableSplit) -> dict[str, pl.DataFrame]:
+    """The table's own parts: the rows whose `s.column` holds each part's value."""
+    col = s.column or ""
+    if col not in data.columns:
+        raise TableError(f"table.split.column {col!r} is not a column of the table")
+    known = set(s.values.values())
+    other = data[col].filter(~data[col].is_in(list(known)) | data[col].is_null())
+    if other.len():
+        raise TableError(
+            f"table.split.column {col!r} holds values other than {sorted(known)} "
+            f"(table.split.values) in {other.len()} rows, e.g. {other.unique().head(3).to_list()}"
+        )
+    parts = {part: data.filter(pl.col(col) == s.values[part]) for part in PARTS}
+    empty = [p for p in PARTS if parts[p].height == 0]
+    if empty:
+        raise TableError(
+            f"table.split.column {col!r}: no rows of {empty} "
+            f"(values {[s.values[p] for p in empty]})"
+        )
+    return parts
 
 
 def time_key(data: pl.DataFrame, column: str) -> pl.Series:

@@ -231,6 +231,13 @@ def auxiliary_loss(model: nn.Module) -> Tensor | None:
     return core.auxiliary_loss() if hasattr(core, "auxiliary_loss") else None
 
 
+def combined_loss(model: nn.Module, per_task: Tensor) -> Tensor:
+    """The step's loss: the model's loss balancing (models.balancing) of the per-task losses,
+    else their sum."""
+    core = getattr(model, "module", model)
+    return core.combine(per_task) if hasattr(core, "combine") else per_task.sum()
+
+
 def fit(
     model: nn.Module,
     train: Samples | Callable[[int], Samples],
@@ -294,10 +301,13 @@ def fit(
             per_task = masked_loss(logits, train_e.labels[idx], reg, weight)
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
+            loss = combined_loss(model, per_task)  # after zero_grad: gradnorm sets its grads
             aux = auxiliary_loss(model)
-            (per_task.sum() if aux is None else per_task.sum() + aux).backward()
+            (loss if aux is None else loss + aux).backward()
             for opt in opts:
                 opt.step()
+            if hasattr(core, "after_step"):
+                core.after_step()
             total += per_task.detach()
             bad_now = (first_bad < 0) & ~torch.isfinite(per_task.detach()).all()
             first_bad = torch.where(bad_now, torch.full_like(first_bad, steps + 1), first_bad)
@@ -333,6 +343,9 @@ def fit(
                 "seconds": seconds,
                 "samples_per_s": shard * world / seconds,
             }
+            weights = core.loss_weights() if hasattr(core, "loss_weights") else None
+            if weights is not None:  # loss balancing: the task weights it has learnt
+                row["loss_weights"] = dict(zip(tasks, weights, strict=True))
             state["curve"].append(row)
             log(
                 f"epoch {epoch}/{o.epochs} loss {row['train_loss']:.4f} valid score {score:.4f} "

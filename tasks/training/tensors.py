@@ -62,8 +62,16 @@ class Histories:
     age_edges: Tensor  # upper edges (ms) of the age buckets (spec.json `age_hours`)
 
 
+def _columns(df: pl.DataFrame, cols: list[str], dtype: type) -> Tensor:
+    """(rows, len(cols)) of `dtype`; no columns still keep the rows (a table with only numeric
+    or only categorical inputs: polars' select of none has no rows)."""
+    if not cols:
+        return torch.from_numpy(np.zeros((len(df), 0), dtype=dtype))
+    return torch.from_numpy(df.select(cols).to_numpy().astype(dtype))
+
+
 def _long(df: pl.DataFrame, cols: list[str]) -> Tensor:
-    return torch.from_numpy(df.select(cols).to_numpy().astype(np.int64))
+    return _columns(df, cols, np.int64)
 
 
 def _padded(lists: pl.Series, q: int) -> Tensor:
@@ -101,7 +109,7 @@ def load_samples(
     weighted = bool(spec.get("weighted")) and "weight" in df.columns
     return Samples(
         sparse=_long(df, list(spec["sparse"])).to(device),
-        dense=torch.from_numpy(df.select(spec["dense"]).to_numpy().astype(np.float32)).to(device),
+        dense=_columns(df, spec["dense"], np.float32).to(device),
         labels=torch.from_numpy(df.select(tasks).to_numpy().astype(np.float32)).to(device),
         hist=(_long(df, hist_cols) if has_hist else torch.zeros(len(df), 4, dtype=torch.long)).to(
             device
