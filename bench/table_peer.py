@@ -76,9 +76,9 @@ def rechub_model(kind: str, section: dict[str, Any], feats: list, n_tasks: int) 
 
 def run_peer(name: str, project: Path, a: argparse.Namespace) -> dict[str, Any]:
     import torch
+    from torch.utils.data import DataLoader
     from torch_rechub.basic.features import DenseFeature, SparseFeature
     from torch_rechub.trainers import MTLTrainer
-    from torch.utils.data import DataLoader
     from torch_rechub.utils.data import DataGenerator, PredictDataset
 
     params = yaml.safe_load((project / "params.yaml").read_text())

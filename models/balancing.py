@@ -52,8 +52,8 @@ class GradNorm(nn.Module):
         if shared is None or not shared.requires_grad:
             raise RuntimeError("gradnorm needs the model's shared representation of this step")
         loss = per_task.float()
-        if not bool((self.initial > 0).all()):
-            self.initial.copy_(loss.detach().clamp_min(1e-8))
+        # L_t(0): each task's first positive loss (a batch may hold no sample of a task)
+        self.initial.copy_(torch.where(self.initial > 0, self.initial, loss.detach()))
         # ||dL_t/dh|| per task: one backward pass into h (not the embedding) per task
         norms = torch.stack(
             [
@@ -62,7 +62,8 @@ class GradNorm(nn.Module):
             ]
         )
         g = self.weight * norms  # G_t = ||d(w_t L_t)/dh||, linear in w_t
-        ratio = loss.detach() / self.initial
+        seen = self.initial > 0
+        ratio = torch.where(seen, loss.detach() / self.initial.clamp_min(1e-12), 1.0)
         target = (g.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
         # the weights' own gradient, set here; the total below reads them detached
         self.weight.grad = torch.autograd.grad((g - target).abs().sum(), self.weight)[0]

@@ -134,3 +134,16 @@ def test_gradnorm_is_refused_where_tasks_share_no_input():
     for kind in ("single_task", "sesrec"):
         with pytest.raises(ConfigError, match="gradnorm balances gradients"):
             model_config({"kind": kind, "loss_weighting": "gradnorm"}).check(16, True)
+
+
+def test_gradnorm_waits_for_a_task_absent_from_the_first_batch():
+    torch.manual_seed(0)
+    cfg = {"kind": "shared_bottom", "bottom": [16], "tower": [8], "loss_weighting": "gradnorm"}
+    model = build_model(SPEC, cfg, 2)
+    x = inputs(32)
+    out = model(*x)
+    model.combine(torch.stack([out[:, 0].pow(2).mean(), out[:, 1].sum() * 0]))  # no task-1 rows
+    assert model.balance.initial[1] == 0 and torch.isfinite(model.balance.weight.grad).all()
+    out = model(*x)
+    model.combine(torch.stack([out[:, 0].pow(2).mean(), out[:, 1].pow(2).mean()]))
+    assert model.balance.initial[1] > 0 and torch.isfinite(model.balance.weight.grad).all()
