@@ -62,7 +62,7 @@ bench: setup          ## training speed against DeepCTR-Torch and torch-rechub (
 bench-data: setup     ## validate + split + features at 1M, 5M, 20M actions (BENCHMARKS.md; ~15 min)
 	$(PY) bench/data_speed.py
 
-synthetic: setup      ## the MMoE paper's synthetic experiment -> reports/synthetic/ (~5 min)
+synthetic: setup      ## the MMoE paper's synthetic experiment -> reports/synthetic/ (10 seeds, ~30 min on 2 cores)
 	$(PY) -m flows.experiments.synthetic
 
 search-aware: setup   ## SESRec vs its ablations, joint vs per-scenario, over seeds -> reports/search_aware/

@@ -13,6 +13,8 @@ bootstrap 95% CI (tasks/evaluation/paired.py).
     python bench/table_peer.py --census CENSUS_DIR --project DIR   # make DIR first: a copy of
         # the project on census-income.data / .test (the census_income preset, group 1), with
         # the models of params.yaml that have a rechub peer, then its `dvc repro`
+    python bench/table_peer.py ... --planted   # census-format files from
+        # tests/table_files.write_census (no real data): also the planted truth's test AUC
 
 Nothing is downloaded. torch-rechub's README figures come from its own preprocessing and
 split; this script puts both frameworks on one split instead.
@@ -40,7 +42,15 @@ from tasks.evaluation.metrics import auc  # noqa: E402
 from tasks.evaluation.paired import auc_pairs  # noqa: E402
 
 # sarflow model name in the project -> the rechub class that is its peer
-PEERS = {"shared_bottom": "SharedBottom", "mmoe": "MMOE", "ple": "PLE", "aitm": "AITM"}
+PEERS = {
+    "shared_bottom": "SharedBottom",
+    "mmoe": "MMOE",
+    "ple": "PLE",
+    "aitm": "AITM",
+    # rechub's AITM has no calibrator (the penalty on p(task t) > p(task t-1)): sarflow's aitm
+    # with calibration_weight 0 is its like for like; the census project trains both
+    "aitm_nocal": "AITM",
+}
 
 
 def rechub_model(kind: str, section: dict[str, Any], feats: list, n_tasks: int) -> Any:
@@ -116,6 +126,14 @@ def run_peer(name: str, project: Path, a: argparse.Namespace) -> dict[str, Any]:
             device="cpu",
             model_path=tmp,
         )
+        epochs = [0]  # how many epochs rechub's early stopping ran
+        one_epoch = trainer.train_one_epoch
+
+        def counted(loader: Any) -> Any:
+            epochs[0] += 1
+            return one_epoch(loader)
+
+        trainer.train_one_epoch = counted
         t0 = time.perf_counter()
         trainer.fit(train_dl, valid_dl)
         seconds = time.perf_counter() - t0
@@ -125,7 +143,9 @@ def run_peer(name: str, project: Path, a: argparse.Namespace) -> dict[str, Any]:
         "probs": probs,
         "labels": ys,
         "seconds": round(seconds, 1),
-        "samples_per_s": round(len(yt) * a.epochs / seconds),
+        "epochs": epochs[0],
+        # fit's whole time, each epoch's valid evaluation included
+        "samples_per_s": round(len(yt) * epochs[0] / seconds),
         "auc": {t: float(auc(ys[:, i], probs[:, i])) for i, t in enumerate(tasks)},
     }
 
@@ -150,7 +170,10 @@ def compare(name: str, project: Path, peer: dict[str, Any], a: argparse.Namespac
 
 def table(rows: list[dict[str, Any]], tasks: list[str]) -> str:
     head = " | ".join(f"{t} sarflow | {t} rechub | {t} sarflow − rechub [95% CI]" for t in tasks)
-    lines = [f"| model | {head} | rechub samples/s |", "|---|" + "---:|" * (3 * len(tasks) + 1)]
+    lines = [
+        f"| model | {head} | epochs sarflow / rechub | train samples/s sarflow / rechub |",
+        "|---|" + "---:|" * (3 * len(tasks) + 2),
+    ]
     for r in rows:
         cells = []
         for t in tasks:
@@ -162,7 +185,10 @@ def table(rows: list[dict[str, Any]], tasks: list[str]) -> str:
                 f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]{star}",
             ]
         lines.append(
-            f"| {r['model']} | " + " | ".join(cells) + f" | {r['rechub_samples_per_s']:,} |"
+            f"| {r['model']} | "
+            + " | ".join(cells)
+            + f" | {r['sarflow_epochs']} / {r['rechub_epochs']}"
+            + f" | {r['sarflow_samples_per_s']:,} / {r['rechub_samples_per_s']:,} |"
         )
     return "\n".join(lines)
 
@@ -175,12 +201,27 @@ def census_project(census: Path, dest: Path) -> None:
     params["source"] = {"kind": "table"}
     params["table"] |= {"preset": "census_income", "group": 1}
     params["paths"]["source"] = str(census.resolve())
+    params["models"]["aitm_nocal"] = params["models"]["aitm"] | {"calibration_weight": 0.0}
     params["train"] |= {"models": list(PEERS), "tasks": ["income_50k", "never_married"]}
     params["report"]["pairs"] = []
     copy_project(dest, params)
     t0 = time.perf_counter()
     dvc("repro", cwd=dest)
     print(f"{dest}: dvc repro in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def planted_ceiling(project: Path) -> dict[str, float]:
+    """Test AUC of the probabilities tests/table_files.py planted, on the same test rows: the
+    best any model can score, for census-format files written by write_census (not real data)."""
+    from tasks.table.source import COLLEGE
+    from tests.table_files import census_truth
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    test = pl.read_parquet(project / params["paths"]["split"] / "table_test.parquet")
+    truth = census_truth(
+        test["age"].cast(pl.Float64).to_numpy(), test["education"].is_in(COLLEGE).to_numpy()
+    )
+    return {t: float(auc(test[t].to_numpy(), truth[t])) for t in params["train"]["tasks"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,6 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "table_peer")
+    ap.add_argument(
+        "--planted",
+        action="store_true",
+        help="files from tests/table_files.write_census: add the planted truth's test AUC",
+    )
     a = ap.parse_args(argv)
     if a.census is not None:
         census_project(a.census, a.project)
@@ -207,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
         metrics = json.loads(
             (a.project / params["paths"]["artifacts"] / name / "metrics.json").read_text()
         )
+        curve = json.loads(
+            (a.project / params["paths"]["artifacts"] / name / "curve.json").read_text()
+        )["curve"]
         peer = run_peer(name, a.project, a)
         rows.append(
             {
@@ -214,14 +263,25 @@ def main(argv: list[str] | None = None) -> None:
                 "sarflow_auc": {t: metrics[t]["auc"] for t in tasks},
                 "rechub_auc": peer["auc"],
                 "rechub_seconds": peer["seconds"],
+                "rechub_epochs": peer["epochs"],
+                "sarflow_epochs": len(curve),
+                # the training loop's own (valid evaluation apart)
+                "sarflow_samples_per_s": round(np.mean([r["samples_per_s"] for r in curve])),
                 "rechub_samples_per_s": peer["samples_per_s"],
                 "paired": compare(name, a.project, peer, a),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
+    ceiling = planted_ceiling(a.project) if a.planted else None
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "results.json").write_text(json.dumps({"rows": rows, "epochs": a.epochs}, indent=2))
+    (a.out / "results.json").write_text(
+        json.dumps({"rows": rows, "epochs": a.epochs, "planted_auc": ceiling}, indent=2)
+    )
     text = table(rows, tasks)
+    if ceiling:
+        text += "\n\nThe planted truth on the same test rows (the best AUC possible): " + ", ".join(
+            f"{t} {v:.4f}" for t, v in ceiling.items()
+        )
     (a.out / "table.md").write_text(
         "Test AUC on one split; sarflow − rechub paired on the same rows (* : CI excludes 0).\n\n"
         + text

@@ -50,10 +50,12 @@ def comparison_rows(metrics: dict[str, dict]) -> list[dict[str, object]]:
     ]
 
 
-def protocol(fit: dict) -> str:
-    """A model's training protocol in a few words (its checkpoint's fit options)."""
+def protocol(fit: dict, table: bool = False) -> str:
+    """A model's training protocol in a few words (its checkpoint's fit options); a table's
+    models train on its train rows, a KuaiSAR model on served impressions (and negatives)."""
     neg = fit.get("sampled_negatives", 0)
     data = f"served + {neg} sampled neg/click" if neg else "served impressions only"
+    data = "the table's train rows" if table else data
     return f"{data}; select {fit.get('select', 'auc')}; wd {fit.get('weight_decay', 0):g}"
 
 
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         metrics[m] = {t: per_task[t] for t in order if t in per_task}
     evals = {m: json.loads((artifacts / m / "evaluation.json").read_text()) for m in metrics}
     rows = comparison_rows(metrics)
-    protocols = {m: protocol(ev.get("fit", {})) for m, ev in evals.items()}
+    table_source = params.source.kind == "table"
+    protocols = {m: protocol(ev.get("fit", {}), table_source) for m, ev in evals.items()}
     table = markdown_table(rows, protocols)
     gains = multitask_gain(metrics, {m: ev["kind"] for m, ev in evals.items()})
     if gains:

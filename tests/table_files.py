@@ -22,15 +22,24 @@ EDUCATION = [
 MARITAL = ["Never married", "Married-civilian spouse present", "Divorced", "Widowed"]
 
 
+def census_truth(age: np.ndarray, college: np.ndarray) -> dict[str, np.ndarray]:
+    """The planted probabilities of census_rows' two labels: the best any model can score."""
+    return {
+        "income_50k": 1 / (1 + np.exp(-(-3.5 + 3.0 * college + 0.05 * (age - 40)))),
+        "never_married": 1 / (1 + np.exp((age - 28) / 5)),  # the young have never married
+    }
+
+
 def census_rows(n: int, seed: int) -> list[str]:
     """Lines of census-income.data: 42 fields joined by ', ', '?' for missing, label with '.'."""
     rng = np.random.default_rng(seed)
     age = rng.integers(0, 90, n)
     edu = rng.integers(0, len(EDUCATION), n)
     college = edu < len(COLLEGE)
-    never = rng.random(n) < 1 / (1 + np.exp((age - 28) / 5))  # the young have never married
+    truth = census_truth(age, college)
+    never = rng.random(n) < truth["never_married"]
     marital = np.where(never, 0, rng.integers(1, len(MARITAL), n))
-    rich = rng.random(n) < 1 / (1 + np.exp(-(-3.5 + 3.0 * college + 0.05 * (age - 40))))
+    rich = rng.random(n) < truth["income_50k"]
     weeks = rng.integers(0, 53, n)
     lines = []
     for i in range(n):

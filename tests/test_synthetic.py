@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from flows.experiments.synthetic import summarise, table
-from flows.experiments.synthetic_data import make_data, run
+from flows.experiments.synthetic_data import make_data, run, held_out_label_variance
 
 
 def test_task_correlation_follows_p():
@@ -26,6 +28,9 @@ def test_regression_training_beats_predicting_the_mean(model):
     r = run(model, 0.9, 0, n_train=6000, n_valid=1000, n_test=2000, epochs=15)
     var = float(make_data(0.9, 9000, 0).y[7000:].var(0).mean())
     assert r["test_mse"] < 0.5 * var, (r, var)  # R^2 > 0.5
+    var_t = held_out_label_variance(0.9, 0, n_train=6000, n_valid=1000, n_test=2000)
+    r2 = 1 - np.array([r["test_mse_y1"], r["test_mse_y2"]]) / var_t
+    assert r["test_r2"] == pytest.approx(r2.mean(), abs=1e-6) and r["test_r2"] > 0.5
 
 
 def test_summary_reports_the_papers_ordering_paired_over_seeds():
@@ -57,7 +62,7 @@ def test_summary_reports_the_papers_ordering_paired_over_seeds():
     trend = summary["gap_lowest_minus_highest_p"]
     assert trend["diff"] == pytest.approx(0.45, abs=0.02) and trend["excludes_0"]
     text = table(summary)
-    assert "p = 0.5" in text and "8/8" in text and "p=0.5: yes" in text
+    assert "p = 0.5" in text and "8/8 (sign p 0.008)" in text and "p=0.5: yes" in text
 
 
 def test_the_ordering_is_not_claimed_when_seeds_disagree():
@@ -84,3 +89,24 @@ def test_the_harder_variant_has_sharper_sinusoids():
 
     easy, hard = (make_data(0.9, 5000, 0, frequency=f).y[:, 0] for f in (1.0, 4.0))
     assert smooth_r2(easy) > 0.9 and smooth_r2(hard) < smooth_r2(easy) - 0.2
+
+
+def test_from_results_rewrites_the_table_without_training(tmp_path):
+    from flows.experiments.synthetic import from_results
+
+    mse = lambda i, s: 1.0 + 0.1 * i + 0.01 * s  # noqa: E731
+    runs = [  # saved without test_r2, as results.json was before runs recorded it
+        {"model": m, "p": 0.5, "seed": s, "test_mse": mse(i, s)}
+        | {"test_mse_y1": mse(i, s), "test_mse_y2": mse(i, s)}
+        for s in range(4)
+        for i, m in enumerate(["mmoe", "omoe", "shared_bottom", "ple"])
+    ]
+    (tmp_path / "results.json").write_text(json.dumps({"summary": {"epochs": 7}, "runs": runs}))
+    summary = from_results(tmp_path)
+    assert summary["epochs"] == 7 and summary["stats"]["omoe"]["0.5"]["n"] == 4
+    text = (tmp_path / "table.md").read_text()
+    assert "4/4 (sign p 0.125)" in text and "Test R²" in text
+    # the R² is recovered from the seeded data: 1 - MSE / the test labels' variance
+    worst = min((1 - mse(1, s) / held_out_label_variance(0.5, s)).mean() for s in range(4))
+    assert summary["stats"]["omoe"]["0.5"]["r2_min"] == pytest.approx(worst)
+    assert (tmp_path / "loss_vs_p.png").stat().st_size > 0

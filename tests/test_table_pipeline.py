@@ -92,6 +92,7 @@ def test_census_runs_end_to_end_with_only_a_params_change(tmp_path):
     assert abs(g["gain"] - (mmoe["income_50k"]["auc"] - base["income_50k"]["auc"])) < 1e-3
     table = (d / "reports" / "comparison.md").read_text()
     assert "Multi-task gain over the single-task baseline" in table
+    assert "the table's train rows" in table and "served" not in table
     # OMoE's one gate: every task reads the same mixture
     omoe = json.loads((d / "artifacts" / "omoe" / "evaluation.json").read_text())["gates"][0]
     assert omoe[0] == omoe[1]

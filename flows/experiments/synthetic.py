@@ -2,6 +2,7 @@
 
     python -m flows.experiments.synthetic [--p 0.5 0.7 0.9 1.0] [--seeds 0 ... 9] [--epochs 100]
         [--frequency 1] [--out reports/synthetic]
+    python -m flows.experiments.synthetic --from-results [--out reports/synthetic]
     make synthetic
 
 Trains Shared-Bottom, OMoE, MMoE and PLE (flows/experiments/synthetic_data.py) on the two regression tasks for
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 from prefect import flow, task
 
-from flows.experiments.synthetic_data import MODELS
+from flows.experiments.synthetic_data import MODELS, held_out_label_variance
 from flows.experiments.synthetic_data import run as run_model
 from tasks.evaluation.paired import paired_mean
 from tasks.io.atomic import write_json_atomic, write_text_atomic
@@ -82,6 +83,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "median": float(np.median(v)),
                 "n": len(v),
             }
+            r2 = [r.get("test_r2") for r in runs if r["model"] == m and r["p"] == p]
+            if r2 and None not in r2:
+                stats[m][str(p)] |= {"r2_median": float(np.median(r2)), "r2_min": min(r2)}
     paired = {
         f"{a}-{b}": {str(p): paired_over_seeds(mse[a, p], mse[b, p]) for p in ps} for a, b in PAIRS
     }
@@ -113,7 +117,7 @@ def _cell(c: dict[str, Any]) -> str:
     mark = "**" if c["excludes_0"] else ""
     return (
         f"{mark}{c['diff']:+.4f}{mark} [{c['lo']:+.4f}, {c['hi']:+.4f}] "
-        f"{c['b_better_seeds']}/{c['n']}"
+        f"{c['b_better_seeds']}/{c['n']} (sign p {c['sign_p']:.3f})"
     )
 
 
@@ -128,6 +132,20 @@ def table(summary: dict[str, Any]) -> str:
             for p in ps
         ]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    r2_lines = [f"| model | {cols} |", head]
+    for m in ORDER:
+        cells = [summary["stats"][m][str(p)] for p in ps]
+        if any("r2_median" not in c for c in cells):
+            r2_lines = []
+            break
+        cells = [f"{c['r2_median']:.3f} (min {c['r2_min']:.3f})" for c in cells]
+        r2_lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    r2_text = (
+        "\n\nTest R² (1 − MSE / label variance, mean of the two tasks): median over seeds, "
+        "the worst seed in brackets.\n\n" + "\n".join(r2_lines)
+        if r2_lines
+        else ""
+    )
     pairs = [f"| a − b | {cols} |", head]
     for key, by_p in summary["paired"].items():
         pairs.append(
@@ -144,9 +162,11 @@ def table(summary: dict[str, Any]) -> str:
     return (
         f"Test MSE (mean over the two tasks), mean ± std over {n} seeds.\n\n"
         + "\n".join(lines)
+        + r2_text
         + "\n\nPaired over seeds (each seed one dataset, both models trained on it): mean of "
         "a − b in test MSE (positive: b is better), bootstrap 95% CI over seeds (bold: excludes "
-        "0), and the seeds on which b is better.\n\n"
+        "0), and the seeds on which b is better with the two-sided sign test's p-value (robust to "
+        "the one diverged run that can dominate a mean).\n\n"
         + "\n".join(pairs)
         + f"\n\nMMoE better than OMoE better than Shared-Bottom, both CIs above 0: {shown}.\n"
         + trend_text
@@ -199,14 +219,32 @@ def synthetic(
         for seed in seeds:
             runs += one_dataset(p, seed, epochs, patience, frequency)
     summary = summarise(runs) | {"frequency": frequency, "epochs": epochs, "patience": patience}
-    folder = Path(out)
+    return write_results(Path(out), summary, runs)
+
+
+def write_results(folder: Path, summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict:
     write_json_atomic(folder / "results.json", {"summary": summary, "runs": runs})
     text = table(summary)
+    frequency = summary.get("frequency", 1.0)
     title = "# MMoE synthetic benchmark" + (f" (frequency {frequency})" if frequency != 1 else "")
     write_text_atomic(folder / "table.md", f"{title}\n\n{text}")
     plot(summary, runs, folder / "loss_vs_p.png")
     print(text)
     return summary
+
+
+def from_results(folder: Path) -> dict[str, Any]:
+    """table.md, the summary and the figure again from results.json's runs: no training."""
+    saved = json.loads((folder / "results.json").read_text())
+    for r in saved["runs"]:  # results saved before runs recorded their R²
+        if "test_r2" not in r:
+            var = held_out_label_variance(r["p"], r["seed"], r.get("frequency", 1.0))
+            mse = np.array([r["test_mse_y1"], r["test_mse_y2"]])
+            r["test_r2"] = float((1 - mse / var).mean())
+    keep = {
+        k: saved["summary"][k] for k in ("frequency", "epochs", "patience") if k in saved["summary"]
+    }
+    return write_results(folder, summarise(saved["runs"]) | keep, saved["runs"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,8 +257,14 @@ def main(argv: list[str] | None = None) -> None:
         "--frequency", type=float, default=1.0, help="scale of the sinusoids' alphas (harder: 4)"
     )
     ap.add_argument("--out", default="reports/synthetic")
+    ap.add_argument(
+        "--from-results", action="store_true", help="rewrite --out from its results.json"
+    )
     args = ap.parse_args(argv)
-    synthetic(args.p, args.seeds, args.out, args.epochs, args.patience, args.frequency)
+    if args.from_results:
+        from_results(Path(args.out))
+    else:
+        synthetic(args.p, args.seeds, args.out, args.epochs, args.patience, args.frequency)
     print(json.dumps({"out": args.out}))
 
 
