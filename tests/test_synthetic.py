@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flows.experiments.synthetic import summarise, table
-from flows.experiments.synthetic_data import make_data, run, held_out_label_variance
+from flows.experiments.synthetic_data import held_out_label_variance, make_data, run
 
 
 def test_task_correlation_follows_p():
