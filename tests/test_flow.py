@@ -30,6 +30,7 @@ GROUPS = [
     "candidates",
     "train@*",
     "evaluate@*",
+    "export@*",
     "report",
 ]
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
+import numpy as np
+import polars as pl
 import pytest
 import yaml
 
+from models.embedding import EmbeddingSpec
 from tasks.kuaisar.schema import RAW_FILES
 from tasks.report import PICTURES
 from tests.conftest import ROOT, dvc, make_project, run
@@ -21,7 +25,7 @@ STAGES = [
     "split",
     "features",
     "candidates",
-    *[f"{s}@{m}" for s in ("train", "evaluate") for m in MODELS],
+    *[f"{s}@{m}" for s in ("train", "evaluate", "export") for m in MODELS],
     "report",
 ]
 
@@ -72,6 +76,50 @@ def test_repro_runs_every_stage_and_writes_every_output(project):
         assert len(level) == len(tasks) and all(abs(sum(row) - 1) < 1e-3 for row in level)
 
 
+def test_every_model_exports_to_onnx_scoring_as_evaluate_did(project, monkeypatch):
+    """model.onnx on onnxruntime gives each model's own test predictions (predictions.parquet,
+    written by evaluate from PyTorch), on the rows export@ checked."""
+    from tasks.config.params import load_params
+    from tasks.export import test_batch
+    from tasks.serving.onnx import OnnxScorer, as_feed
+    from tasks.training.checkpoint import load_checkpoint
+
+    d, _ = project
+    monkeypatch.chdir(d)  # params' paths are the project's
+    params = load_params("params.yaml")
+    for m in MODELS:
+        report = json.loads((d / "artifacts" / m / "export.json").read_text())
+        assert report["format"] == "onnx" and report["rows"] >= 2, m
+        assert report["max_abs_logit_diff"] <= params.export.tolerance, (m, report)
+        assert report["bytes"] == (d / "artifacts" / m / "model.onnx").stat().st_size
+        _, config = load_checkpoint(d / "artifacts" / m / "model.pt")
+        batch = test_batch(params, config, 200)
+        probs = OnnxScorer(d / "artifacts" / m / "model.onnx").probabilities(
+            as_feed(EmbeddingSpec.from_dict(config["embedding"]), batch)
+        )
+        preds = pl.read_parquet(d / "artifacts" / m / "predictions.parquet").head(len(probs))
+        for i, t in enumerate(config["tasks"]):
+            np.testing.assert_allclose(probs[:, i], preds[f"p_{t}"].to_numpy(), atol=1e-4)
+
+
+def test_an_export_that_fails_its_check_keeps_the_previous_file(project):
+    d, _ = project
+    onnx = d / "artifacts" / "mmoe" / "model.onnx"
+    before = onnx.read_bytes()
+    params = (d / "params.yaml").read_text()
+    strict = yaml.safe_load(params)
+    strict["export"]["tolerance"] = 1e-12  # float32 logits cannot agree to that
+    try:
+        (d / "params.yaml").write_text(yaml.safe_dump(strict, sort_keys=False))
+        proc = run([sys.executable, "-m", "tasks.export", "mmoe"], cwd=d, check=False)
+    finally:
+        (d / "params.yaml").write_text(params)  # the later tests see the project as it was
+    assert proc.returncode != 0
+    assert "export.tolerance 1e-12" in proc.stderr and "left as it was" in proc.stderr
+    assert onnx.read_bytes() == before
+    assert not [p for p in onnx.parent.iterdir() if p.name.endswith(".tmp")]  # no temp left
+
+
 def test_a_second_repro_runs_nothing(project):
     d, _ = project
     out = dvc("repro", cwd=d).stdout
@@ -84,7 +132,7 @@ def test_changing_one_models_params_reruns_only_that_model_and_the_report(projec
     params["models"]["mmoe"]["n_experts"] = 3
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc("repro", cwd=d).stdout
-    assert ran(out) == {"train@mmoe", "evaluate@mmoe", "report"}
+    assert ran(out) == {"train@mmoe", "evaluate@mmoe", "export@mmoe", "report"}
 
 
 def test_dvc_experiments_run_with_a_changed_param_and_show_up(project):
@@ -92,7 +140,7 @@ def test_dvc_experiments_run_with_a_changed_param_and_show_up(project):
     run(["git", "add", "-A"], cwd=d)
     run(["git", "commit", "-qm", "baseline"], cwd=d)
     out = dvc("exp", "run", "-S", "models.mmoe.n_experts=4", "-n", "four-experts", cwd=d).stdout
-    assert ran(out) == {"train@mmoe", "evaluate@mmoe", "report"}
+    assert ran(out) == {"train@mmoe", "evaluate@mmoe", "export@mmoe", "report"}
     shown = dvc("exp", "show", "--json", cwd=d).stdout
     assert "four-experts" in shown and "n_experts" in shown
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=d).stdout)

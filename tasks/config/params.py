@@ -307,6 +307,12 @@ class EvaluateParams(_Strict):
     searched_hours: float = Field(48, ge=0)
 
 
+class ExportParams(_Strict):
+    rows: int = Field(1000, ge=2)  # test rows the ONNX graph is checked and timed on
+    tolerance: float = Field(1e-4, gt=0)  # the largest absolute logit difference allowed
+    repeats: int = Field(20, ge=1)  # timed calls per runtime (the median is reported)
+
+
 class ReportParams(_Strict):
     # every model against it, on every metric they share: paired differences, bootstrap CIs
     baseline: ModelName = "shared_bottom"
@@ -346,6 +352,7 @@ class Params(_Strict):
     models: dict[ModelName, dict[str, Any]] = {}
     candidates: CandidatesParams = CandidatesParams()
     evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
     report: ReportParams = ReportParams()
     serve: ServeParams = ServeParams()
 

@@ -1,0 +1,1 @@
+"""Serving a trained model outside training: ONNX export and onnxruntime scoring."""
