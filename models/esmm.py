@@ -7,36 +7,32 @@ is trained on every impression as pCTCVR = pCTR x pCVR, so both towers learn fro
 space. Generalised to a funnel of tasks: task 0 is the click, and every later task k is a
 post-click action, p_k = p_click x p(k | click), its own tower learning p(k | click). So the
 first of train.tasks must be the click (KuaiSAR: click, then long_view, like, follow, forward).
-Logits out, like every model: logit(p_click x p(k | click)), computed in log space."""
+Logits out, like every model: logit(p_click x p(k | click)), in closed form."""
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar, Literal
 
 import torch
 from pydantic import PositiveInt
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from models.config import ModelConfig
 from models.layers import Towers
 
 
-def log1mexp(x: Tensor) -> Tensor:
-    """log(1 - exp(x)) for x < 0, accurate at both ends (Maechler 2012)."""
-    x = x.clamp(max=-1e-7)
-    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
 def chained_logits(raw: Tensor) -> Tensor:
-    """(B, T) tower logits (click, then each task given the click) -> (B, T) logits of
-    p_click and of p_click x p(k | click)."""
+    """(B, T) tower logits (click a, then each task given the click b) -> (B, T) logits of
+    p_click and of p_click x p(k | click). In closed form, logit(sigmoid(a) sigmoid(b)) =
+    -log(e^-a + e^-b + e^-(a+b)): one logsumexp, exact at both ends and the same in any runtime
+    (log(1 - p) through expm1 was not: ONNX has no expm1, and exp(x) - 1 loses the digits where
+    p is near 1)."""
     raw = raw.float()
     if raw.shape[1] == 1:
         return raw
-    log_p = F.logsigmoid(raw[:, :1]) + F.logsigmoid(raw[:, 1:])  # log(pCTR pCVR)
-    return torch.cat([raw[:, :1], log_p - log1mexp(log_p)], dim=1)
+    a, b = raw[:, :1].expand(-1, raw.shape[1] - 1), raw[:, 1:]
+    chained = -torch.logsumexp(torch.stack([-a, -b, -(a + b)]), dim=0)
+    return torch.cat([raw[:, :1], chained], dim=1)
 
 
 class ESMM(nn.Module):

@@ -53,6 +53,19 @@ def test_sesrec_rows_without_any_history_score_the_same(tmp_path):
     assert parity(model, scorer, ts.SPEC, batch) <= 1e-4
 
 
+@pytest.mark.parametrize("bias", [-12.0, 0.0, 6.0, 12.0])
+def test_esmm_chains_agree_where_probabilities_are_near_0_and_near_1(tmp_path, bias):
+    """Trained towers reach such logits (a long view after a click is near certain for some
+    rows): the chain must not lose digits in either runtime there."""
+    torch.manual_seed(0)
+    model = build_model(tm.SPEC, {"kind": "esmm", **tm.CONFIGS[7][1]}, 3).eval()
+    with torch.no_grad():
+        model.net.head.towers.b.fill_(bias)
+    batch = tm.inputs(64, torch.Generator().manual_seed(0))
+    export_onnx(model, tm.SPEC, batch, tmp_path / "e.onnx")
+    assert parity(model, OnnxScorer(tmp_path / "e.onnx", threads=1), tm.SPEC, batch) <= 1e-4
+
+
 def test_a_trained_change_shows_in_the_parity_check(tmp_path):
     """The check compares against the model it is given: another model's weights fail it."""
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from models.config import ConfigError
-from models.esmm import chained_logits, log1mexp
+from models.esmm import chained_logits
 from models.registry import build_model, model_config
 from tests.test_models import SPEC, inputs
 
@@ -32,8 +32,14 @@ def test_esmm_chain_is_finite_at_the_extremes():
     torch.testing.assert_close(
         torch.sigmoid(out[:, 1]), torch.sigmoid(raw[:, 0]) * torch.sigmoid(raw[:, 1])
     )
-    x = torch.tensor([-1e-6, -0.5, -3.0, -50.0], dtype=torch.float64)
-    torch.testing.assert_close(log1mexp(x), torch.log(-torch.expm1(x)), rtol=1e-6, atol=1e-12)
+    # against the definition in float64, where p is near 1, near 0 and in between
+    grid = torch.tensor([-30.0, -8.0, -1.0, 0.0, 1.0, 8.0, 16.0, 30.0], dtype=torch.float64)
+    a, b = (t.flatten() for t in torch.meshgrid(grid, grid, indexing="ij"))
+    p = torch.sigmoid(a) * torch.sigmoid(b)
+    want = torch.log(p) - torch.log1p(-p)
+    finite = p < 1 - 1e-12  # float64 itself cannot say logit(p) beyond that
+    got = chained_logits(torch.stack([a, b], 1).float())[:, 1].double()
+    torch.testing.assert_close(got[finite], want[finite], rtol=1e-5, atol=1e-4)
 
 
 def test_esmm_learns_a_conversion_that_only_exists_after_a_click():
