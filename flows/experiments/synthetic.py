@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from prefect import flow, task
 
-from flows.experiments.synthetic_data import MODELS, held_out_label_variance
+from flows.experiments.synthetic_data import MODELS, held_out_label_variance, r2
 from flows.experiments.synthetic_data import run as run_model
 from tasks.evaluation.paired import paired_mean
 from tasks.io.atomic import write_json_atomic, write_text_atomic
@@ -83,9 +83,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "median": float(np.median(v)),
                 "n": len(v),
             }
-            r2 = [r.get("test_r2") for r in runs if r["model"] == m and r["p"] == p]
-            if r2 and None not in r2:
-                stats[m][str(p)] |= {"r2_median": float(np.median(r2)), "r2_min": min(r2)}
+            r2s = [r.get("test_r2") for r in runs if r["model"] == m and r["p"] == p]
+            if r2s and None not in r2s:
+                stats[m][str(p)] |= {"r2_median": float(np.median(r2s)), "r2_min": min(r2s)}
     paired = {
         f"{a}-{b}": {str(p): paired_over_seeds(mse[a, p], mse[b, p]) for p in ps} for a, b in PAIRS
     }
@@ -239,8 +239,7 @@ def from_results(folder: Path) -> dict[str, Any]:
     for r in saved["runs"]:  # results saved before runs recorded their R²
         if "test_r2" not in r:
             var = held_out_label_variance(r["p"], r["seed"], r.get("frequency", 1.0))
-            mse = np.array([r["test_mse_y1"], r["test_mse_y2"]])
-            r["test_r2"] = float((1 - mse / var).mean())
+            r["test_r2"] = r2(np.array([r["test_mse_y1"], r["test_mse_y2"]]), var)
     keep = {
         k: saved["summary"][k] for k in ("frequency", "epochs", "patience") if k in saved["summary"]
     }

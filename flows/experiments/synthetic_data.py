@@ -67,6 +67,12 @@ def make_data(p: float, n: int, seed: int, frequency: float = 1.0) -> Data:
     return Data(x.astype(np.float32), np.stack(ys, 1).astype(np.float32))
 
 
+def r2(mse: np.ndarray, var: np.ndarray) -> float:
+    """1 - MSE / label variance per task, averaged: comparable across seeds, whose label
+    variances differ (a lot on the harder variant)."""
+    return float((1 - mse / var).mean())
+
+
 def held_out_label_variance(
     p: float,
     seed: int,
@@ -136,9 +142,7 @@ def run(
         "test_mse": float(mse.mean()),
         "test_mse_y1": float(mse[0]),
         "test_mse_y2": float(mse[1]),
-        # 1 - MSE / label variance per task, averaged: comparable across seeds, whose label
-        # variances differ (a lot on the harder variant)
-        "test_r2": float((1 - mse / var).mean()),
+        "test_r2": r2(mse, var),
         "label_correlation": round(corr, 4),
         "best_epoch": result.best_epoch,
         "seconds": round(time.perf_counter() - t0, 2),
