@@ -8,6 +8,7 @@ import torch
 
 import tests.test_models as tm
 import tests.test_sesrec as ts
+from models.embedding import EmbeddingSpec
 from models.registry import KINDS, build_model
 from tasks.serving.onnx import OnnxScorer, as_feed, export_onnx, parity
 
@@ -64,6 +65,21 @@ def test_esmm_chains_agree_where_probabilities_are_near_0_and_near_1(tmp_path, b
     batch = tm.inputs(64, torch.Generator().manual_seed(0))
     export_onnx(model, tm.SPEC, batch, tmp_path / "e.onnx")
     assert parity(model, OnnxScorer(tmp_path / "e.onnx", threads=1), tm.SPEC, batch) <= 1e-4
+
+
+@pytest.mark.parametrize("sparse", [(("a", 10), ("b", 5)), ()], ids=["table", "numeric-only"])
+def test_a_table_without_histories_exports(tmp_path, sparse):
+    """A user's table (census, the MMoE paper's synthetic data) has no history inputs; a
+    numeric-only one has no sparse field either (CI caught the first: torch.export refused
+    the empty history tuple)."""
+    spec = EmbeddingSpec(sparse=sparse, n_dense=3, dim=4)
+    model = build_model(spec, {"kind": "mmoe", **tm.CONFIGS[2][1]}, 2).eval()
+    gen = torch.Generator().manual_seed(0)
+    batch = (torch.randint(0, 5, (6, len(sparse)), generator=gen), torch.randn(6, 3), ())
+    export_onnx(model, spec, batch, tmp_path / "t.onnx")
+    scorer = OnnxScorer(tmp_path / "t.onnx", threads=1)
+    assert scorer.inputs == ["sparse", "dense"]  # no history input; (B, 0) sparse if none
+    assert parity(model, scorer, spec, batch) <= 1e-4
 
 
 def test_a_trained_change_shows_in_the_parity_check(tmp_path):

@@ -46,16 +46,20 @@ def export_onnx(model: MultiTaskModel, spec: EmbeddingSpec, batch: Batch, path: 
         raise ValueError(f"{path}: an export example needs at least 2 rows, got {len(sparse)}")
     model = model.float().cpu().eval()
     rows = torch.export.Dim("batch", min=1)
-    shapes = ({0: rows}, {0: rows}, tuple({0: rows} for _ in seqs))
+    # the histories go as a list: torch.onnx turns an empty tuple of shapes (a table has no
+    # histories) into a list, and torch.export then refuses it against a tuple input
+    shapes = ({0: rows}, {0: rows}, [{0: rows} for _ in seqs])
     with torch.no_grad(), warnings.catch_warnings():
         # torch.export's notes that change nothing here: the inputs share one batch axis, and
         # AITM / SESRec set their training-only auxiliary loss during the traced forward
         warnings.filterwarnings("ignore", message="# The axis name")
         warnings.filterwarnings("ignore", message="The tensor attribute .*aux_loss")
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec")
+        # an input the model never reads is pruned (see above), so fewer inputs than shapes
+        warnings.filterwarnings("ignore", message="# ONNX model has different number of inputs")
         torch.onnx.export(
             model,
-            (sparse, dense, tuple(seqs)),
+            (sparse, dense, list(seqs)),
             str(path),
             input_names=input_names(spec),
             output_names=["logits"],
