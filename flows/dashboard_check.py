@@ -33,7 +33,13 @@ CHROMIUM_ARGS = [
 ]
 TASKS = ["dvc generate", "dvc validate", "dvc train@*", "dvc report"]
 # artifacts the flow publishes itself, shown on the run's Artifacts tab
-ARTIFACTS = ["validation-summary", "metrics-comparison", "model-comparison-figures", "data-docs"]
+ARTIFACTS = [
+    "validation-summary",
+    "metrics-comparison",
+    "model-comparison-figures",
+    "data-docs",
+    "recommendations",
+]
 # artifacts a task publishes, shown on that task run's own page
 TASK_ARTIFACTS = {"dvc train@*": ["training-progress"]}
 

@@ -4,8 +4,8 @@ The order lives only in dvc.yaml: the flow reads DVC's stage graph and runs each
 (`generate`, ..., all `train@*` together, ...) with `dvc repro --single-item`, so DVC still
 decides what is stale and records every result in dvc.lock. Each stage's output streams into the
 run log. A stage that fails on its data is not retried; only a busy DVC lock is. Artifacts: the
-validation summary (markdown, failing checks first, published even when validation fails) and
-the metrics comparison (table).
+validation summary (markdown, failing checks first, published even when validation fails), the
+metrics comparison (table) and the served model's recommendations (markdown).
 """
 
 from __future__ import annotations
@@ -274,6 +274,56 @@ def publish_links(reports: Path) -> None:
         )
 
 
+def recommendations_markdown(summary: dict[str, Any], top: list[dict[str, Any]]) -> str:
+    """The score stage's choice and a sample of its recommendations."""
+    if not summary.get("scored"):
+        return f"# No recommendations\n\n{summary.get('why', '')}"
+    model, metric = summary["model"], summary["select"]
+    ci = summary["against"]
+    lines = [
+        f"# Serving {model}: top {summary['k']} for {summary['users']:,} users",
+        "",
+        f"Chosen on test {metric}: {summary['values'][model]:.4f}.",
+        (
+            f"Against the runner-up {ci['runner_up']} (paired, bootstrap 95% CI): "
+            f"{ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}]; "
+            + (
+                "the test set supports the choice."
+                if ci["excludes_0"]
+                else "not resolved by the test set."
+            )
+            if ci
+            else "It is the only model that ranks the feed."
+        ),
+        "",
+        f"Model version {summary['model_version']}, data version {summary['data_version']}; "
+        f"candidates: {summary['pool']:,} of {summary['catalogue']:,} items, less each user's "
+        f"served ones; {summary['users_per_s']:,.0f} users/s.",
+        "",
+        "| user | rank | item | p(click) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['raw_user_id']} | {r['rank']} | {r['raw_item_id']} | {r['score']:.4f} |" for r in top
+    ]
+    return "\n".join(lines)
+
+
+def publish_recommendations(folder: Path, users: int = 3) -> None:
+    path = folder / "summary.json"
+    if path.is_file():
+        import polars as pl
+
+        top = pl.read_parquet(folder / "top_k.parquet")
+        first = top["raw_user_id"].unique(maintain_order=True).head(users)
+        sample = top.filter(pl.col("raw_user_id").is_in(first.implode())).to_dicts()
+        create_markdown_artifact(
+            key="recommendations",
+            markdown=recommendations_markdown(json.loads(path.read_text()), sample),
+            description="The score stage: the served model, its paired CI, sample top-K",
+        )
+
+
 @task(retries=3, retry_delay_seconds=30, task_run_name="dvc push")
 def push(root: str) -> None:
     """Send data and models to the default DVC remote (network I/O: retried)."""
@@ -313,6 +363,7 @@ def pipeline(root: str = ".", push_to_remote: bool = False) -> list[dict[str, An
                 publish_validation(reports, failed=False)
         rows = publish_metrics(reports)
         publish_links(reports)
+        publish_recommendations(project / params.paths.recommendations)
         if push_to_remote:
             push(str(project))
         return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 
 import polars as pl
@@ -32,6 +33,7 @@ GROUPS = [
     "evaluate@*",
     "export@*",
     "report",
+    "score",
 ]
 
 
@@ -84,6 +86,9 @@ def test_flow_runs_every_stage_and_publishes_both_artifacts(harness, tmp_path):
     assert "mmoe" in table.data and "gauc" in table.data
     assert "data_docs/index.html" in by_key["data-docs"].data  # a link (stored as markdown)
     assert "seesaw.png" in by_key["model-comparison-figures"].data
+    served = json.loads((d / "recommendations" / "summary.json").read_text())["model"]
+    assert f"# Serving {served}" in by_key["recommendations"].data
+    assert "runner-up" in by_key["recommendations"].data  # two models: a paired CI
     progress = by_key["training-progress"]  # moved by the epochs, 100 when training ends
     assert progress.type == "progress" and float(progress.data) == 100.0
     assert (d / "artifacts" / "ple" / "metrics.json").is_file()

@@ -27,6 +27,7 @@ STAGES = [
     "candidates",
     *[f"{s}@{m}" for s in ("train", "evaluate", "export") for m in MODELS],
     "report",
+    "score",
 ]
 
 
@@ -120,19 +121,60 @@ def test_an_export_that_fails_its_check_keeps_the_previous_file(project):
     assert not [p for p in onnx.parent.iterdir() if p.name.endswith(".tmp")]  # no temp left
 
 
+def test_score_recommends_unserved_items_from_the_best_model_with_its_versions(project):
+    d, _ = project
+    params = yaml.safe_load((d / "params.yaml").read_text())
+    k = params["score"]["k"]
+    summary = json.loads((d / "recommendations" / "summary.json").read_text())
+    recs = pl.read_parquet(d / "recommendations" / "top_k.parquet")
+    feed = pl.concat(
+        pl.read_parquet(
+            d / "data" / "features" / f"rec_{p}.parquet", columns=["raw_user_id", "item_id"]
+        )
+        for p in ("train", "valid", "test")
+    )
+    # every user of the feed, K ranked items each (the tiny catalogue leaves each enough)
+    assert set(recs["raw_user_id"]) == set(feed["raw_user_id"]) and summary["users_short_of_k"] == 0
+    per_user = recs.group_by("raw_user_id").agg("rank", "score")
+    assert all(r == list(range(1, k + 1)) for r in per_user["rank"])
+    assert all(s == sorted(s, reverse=True) for s in per_user["score"])
+    assert recs.join(feed, on=["raw_user_id", "item_id"]).is_empty()  # never a served item
+    # the model: the best of every ranked model on the declared metric, as evaluate measured it
+    metric = params["score"]["select"]
+    values = {
+        m: json.loads((d / "artifacts" / m / "metrics.json").read_text())["click"].get(metric)
+        for m in MODELS
+    }
+    values = {m: v for m, v in values.items() if v is not None}
+    assert summary["values"] == values and summary["model"] == max(values, key=values.get)
+    assert summary["against"]["runner_up"] in values and summary["against"]["diff"] >= 0
+    # versions as DVC recorded them: the model's checkpoint and the features it read
+    lock = yaml.safe_load((d / "dvc.lock").read_text())["stages"]
+    model_pt = f"artifacts/{summary['model']}/model.pt"
+    md5 = {o["path"]: o["md5"] for o in lock[f"train@{summary['model']}"]["outs"]}[model_pt]
+    assert set(recs["model"]) == {summary["model"]} and set(recs["model_version"]) == {md5}
+    assert set(recs["data_version"]) == {lock["features"]["outs"][0]["md5"]}
+    raw = pl.read_parquet(d / "data" / "features" / "vocab" / "item_id.parquet")
+    assert (
+        recs.join(raw, left_on="item_id", right_on="index")
+        .filter(pl.col("raw_item_id") != pl.col("item_id_right"))
+        .is_empty()
+    )
+
+
 def test_a_second_repro_runs_nothing(project):
     d, _ = project
     out = dvc("repro", cwd=d).stdout
     assert ran(out) == set() and "Data and pipelines are up to date" in out
 
 
-def test_changing_one_models_params_reruns_only_that_model_and_the_report(project):
+def test_changing_one_models_params_reruns_only_that_model_the_report_and_score(project):
     d, _ = project
     params = yaml.safe_load((d / "params.yaml").read_text())
     params["models"]["mmoe"]["n_experts"] = 3
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc("repro", cwd=d).stdout
-    assert ran(out) == {"train@mmoe", "evaluate@mmoe", "export@mmoe", "report"}
+    assert ran(out) == {"train@mmoe", "evaluate@mmoe", "export@mmoe", "report", "score"}
 
 
 def test_dvc_experiments_run_with_a_changed_param_and_show_up(project):
@@ -140,7 +182,7 @@ def test_dvc_experiments_run_with_a_changed_param_and_show_up(project):
     run(["git", "add", "-A"], cwd=d)
     run(["git", "commit", "-qm", "baseline"], cwd=d)
     out = dvc("exp", "run", "-S", "models.mmoe.n_experts=4", "-n", "four-experts", cwd=d).stdout
-    assert ran(out) == {"train@mmoe", "evaluate@mmoe", "export@mmoe", "report"}
+    assert ran(out) == {"train@mmoe", "evaluate@mmoe", "export@mmoe", "report", "score"}
     shown = dvc("exp", "show", "--json", cwd=d).stdout
     assert "four-experts" in shown and "n_experts" in shown
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=d).stdout)

@@ -322,6 +322,7 @@ def snapshot(d: Path) -> dict[str, str]:
         "data/candidates",
         "artifacts",
         "reports",
+        "recommendations",
     ):
         files += [
             p
@@ -504,7 +505,10 @@ def test_a_changed_real_source_file_reruns_what_reads_it(good):
     """The real-source folder is a DVC dependency: a valid edit of one of its files re-runs
     validate, split and what follows; restoring it brings back the recorded results."""
     d, raw, pristine, before = good
-    exported = json.loads((d / "artifacts" / "mmoe" / "export.json").read_text())
+    recorded = {
+        p: json.loads((d / p).read_text())
+        for p in ("artifacts/mmoe/export.json", "recommendations/summary.json")
+    }
     try:
         # one more feed impression: a valid row (a copy of row 3 a millisecond later)
         text_edit(
@@ -528,15 +532,17 @@ def test_a_changed_real_source_file_reruns_what_reads_it(good):
     dvc("repro", cwd=d)
     # same inputs, same bytes: re-run (persisted stages do not use DVC's run-cache), every
     # output is identical but the wall times, which dvc.lock hashes with them: the learning
-    # curve's and the export's latencies (the rest of export.json must match)
-    timed = {"dvc.lock", *(k for k in before if k.endswith(("curve.json", "export.json")))}
+    # curve's and the export's latencies and the scoring's throughput (the rest must match)
+    wall = {
+        "artifacts/mmoe/export.json": ("latency_ms_per_1000_rows",),
+        "recommendations/summary.json": ("seconds", "users_per_s"),
+    }
+    timed = {"dvc.lock", *wall, *(k for k in before if k.endswith("curve.json"))}
     after = snapshot(d)
     assert {k: v for k, v in after.items() if k not in timed} == {
         k: v for k, v in before.items() if k not in timed
     }
-    export = json.loads((d / "artifacts" / "mmoe" / "export.json").read_text())
-    assert {**export, "latency_ms_per_1000_rows": None} == {
-        **exported,
-        "latency_ms_per_1000_rows": None,
-    }
+    for path, keys in wall.items():
+        now = json.loads((d / path).read_text())
+        assert {**now, **dict.fromkeys(keys)} == {**recorded[path], **dict.fromkeys(keys)}, path
     assert "changed" not in status(d)

@@ -136,7 +136,12 @@ def test_served_deployment_runs_on_trigger_with_task_runs_and_artifacts(server, 
                 "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
             ).json()
         }
-        assert {"validation-summary", "metrics-comparison", "training-progress"} <= keys
+        assert {
+            "validation-summary",
+            "metrics-comparison",
+            "training-progress",
+            "recommendations",
+        } <= keys
         assert (d / "reports" / "comparison.md").is_file()
 
         # the same run as a user sees it: the dashboard page in headless Chromium

@@ -44,6 +44,7 @@ class Paths(_Strict):
     artifacts: Path = Path("artifacts")
     reports: Path = Path("reports")
     checkpoints: Path = Path("checkpoints")  # resume checkpoints of unfinished training runs
+    recommendations: Path = Path("recommendations")  # the score stage's top-K per user
 
     @field_validator("*")
     @classmethod
@@ -313,6 +314,12 @@ class ExportParams(_Strict):
     repeats: int = Field(20, ge=1)  # timed calls per runtime (the median is reported)
 
 
+class ScoreParams(_Strict):
+    select: str = "ndcg@10"  # the click ranking metric that picks the model to serve
+    k: int = Field(10, ge=1)  # recommendations per user
+    pool: int = Field(1000, ge=0)  # candidates: the items most served in train; 0: all
+
+
 class ReportParams(_Strict):
     # every model against it, on every metric they share: paired differences, bootstrap CIs
     baseline: ModelName = "shared_bottom"
@@ -353,6 +360,7 @@ class Params(_Strict):
     candidates: CandidatesParams = CandidatesParams()
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
+    score: ScoreParams = ScoreParams()
     report: ReportParams = ReportParams()
     serve: ServeParams = ServeParams()
 

@@ -1,0 +1,292 @@
+"""score: every user's top-K feed recommendations, from the model a declared metric picks.
+
+The model: among the trained models that rank the feed's test clicks, the best on
+`score.select` (a click ranking metric of evaluate's metrics.json, e.g. ndcg@10); its paired
+difference from the runner-up on the same candidates, with a bootstrap 95% CI
+(tasks.evaluation.paired), says whether the test set supports the choice at all. The choice is
+made on the test set, so the chosen model's level is optimistic by selection; the CI is not.
+
+Each user is scored from their last logged feed impression (any part): their own fields and
+histories (everything they did before it) stay, and every candidate's item-side fields are
+swapped in, as the ranking evaluation does (tasks.evaluation.ranking). Candidates: the
+`score.pool` items most served in train (0: the whole catalogue), less every item the user was
+ever served.
+
+Writes paths.recommendations/:
+- top_k.parquet: raw_user_id, rank (1..K), raw_item_id, item_id (encoded), score (the click
+  probability), model, model_version (md5 of its model.pt, as DVC hashes it), data_version
+  (the features folder's hash in dvc.lock);
+- summary.json: the choice (every model's value, the paired CI), the versions, the counts and
+  the throughput (users per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import yaml
+
+from tasks.config.params import Params, load_params
+from tasks.evaluation import paired
+from tasks.evaluation.candidates import feed_frames, item_frame, served_pairs
+from tasks.io.atomic import atomic_dir
+from tasks.io.features import item_side, read_spec, sample_files
+from tasks.training.checkpoint import load_checkpoint, resolve_device
+from tasks.training.items import ItemFields
+from tasks.training.tensors import Histories, Samples, load_histories, load_samples, make_batch
+
+TOP_K_SCHEMA = {
+    "raw_user_id": pl.Int64,
+    "rank": pl.Int32,
+    "raw_item_id": pl.Int64,
+    "item_id": pl.Int64,
+    "score": pl.Float32,
+    "model": pl.Utf8,
+    "model_version": pl.Utf8,
+    "data_version": pl.Utf8,
+}
+
+
+def choose(params: Params) -> dict[str, Any]:
+    """The model to serve: every ranked model's `score.select`, the best, and its paired CI
+    against the runner-up (None when only one model ranks the feed)."""
+    metric, artifacts = params.score.select, params.paths.artifacts
+    if metric not in paired.RANKING:
+        raise SystemExit(
+            f"score.select {metric!r}: not a click ranking metric; one of {list(paired.RANKING)}"
+        )
+    values = {}
+    for m in params.train.models:
+        path = artifacts / m / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model {m} is not evaluated; run evaluate@{m}")
+        click = json.loads(path.read_text()).get("click", {})
+        if metric in click:
+            values[m] = float(click[metric])
+    if not values:
+        raise SystemExit(
+            f"score: no model of train.models has click/{metric} in its metrics.json (none "
+            "ranks the feed's test clicks: candidates.positives 0, or only search models)"
+        )
+    ranked = sorted(values, key=lambda m: -values[m])  # stable: train.models order breaks ties
+    chosen = ranked[0]
+    against = None
+    if len(ranked) > 1:
+        ranks = [pl.read_parquet(artifacts / m / "ranks.parquet") for m in ranked[:2]]
+        r = params.report
+        against = {
+            "runner_up": ranked[1],
+            **paired.rank_pairs(*ranks, r.bootstrap, r.seed)[metric],
+        }
+    return {"select": f"click/{metric}", "values": values, "model": chosen, "against": against}
+
+
+def data_version(params: Params, lock: Path = Path("dvc.lock")) -> str:
+    """The features folder's hash in dvc.lock (what the model was trained and scored on)."""
+    if lock.is_file():
+        stage = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get("features", {})
+        for out in stage.get("outs", []):
+            if Path(out["path"]) == params.paths.features:
+                return str(out["md5"])
+    return "unversioned"
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Context:
+    """Each user's last logged feed impression, as model inputs."""
+
+    samples: Samples
+    users: np.ndarray  # (U,) raw user ids, ascending
+    rows: np.ndarray  # (U,) their rows in `samples`
+
+
+def last_impressions(params: Params, spec: dict, tasks: list[str], device: torch.device) -> Context:
+    parts = [
+        load_samples(params.paths.features, f"rec_{p}", spec, tasks, device, dict.fromkeys(tasks))
+        for p in ("train", "valid", "test")
+    ]
+    s = Samples(
+        sparse=torch.cat([p.sparse for p in parts]),
+        dense=torch.cat([p.dense for p in parts]),
+        labels=torch.cat([p.labels for p in parts]),
+        hist=torch.cat([p.hist for p in parts]),
+        user=np.concatenate([p.user for p in parts]),
+        time=torch.cat([p.time for p in parts]),
+        query=None,
+    )
+    frame = pl.DataFrame({"user": s.user, "time": s.time.cpu().numpy()}).with_row_index("row")
+    last = frame.sort("time").group_by("user", maintain_order=True).last().sort("user")
+    return Context(s, last["user"].to_numpy(), last["row"].to_numpy().astype(np.int64))
+
+
+def pool_items(params: Params, frames: dict[str, pl.DataFrame], fields: pl.DataFrame) -> np.ndarray:
+    """Row indices into `fields` of the candidate pool: the score.pool most served in train
+    (ties by item id), or every catalogue item."""
+    if params.score.pool == 0 or params.score.pool >= len(fields):
+        return np.arange(len(fields))
+    top = (
+        frames["train"]
+        .filter(pl.col("item_id") > 0)
+        .group_by("item_id")
+        .len()
+        .sort(["len", "item_id"], descending=[True, False])
+        .head(params.score.pool)
+    )
+    return np.sort(np.searchsorted(fields["item_id"].to_numpy(), top["item_id"].to_numpy()))
+
+
+def served_mask(
+    frames: dict[str, pl.DataFrame], users: np.ndarray, pool_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(user position, pool position) of every pool item each user was served, sorted by user."""
+    seen = (
+        served_pairs(frames)
+        .unique()
+        .join(pl.DataFrame({"raw_user_id": users}).with_row_index("u"), on="raw_user_id")
+        .join(pl.DataFrame({"item_id": pool_ids}).with_row_index("k"), on="item_id")
+        .sort("u")
+    )
+    return seen["u"].to_numpy().astype(np.int64), seen["k"].to_numpy().astype(np.int64)
+
+
+@torch.no_grad()
+def top_k(
+    model: torch.nn.Module,
+    ctx: Context,
+    hist: Histories | None,
+    items: ItemFields,
+    served: tuple[np.ndarray, np.ndarray],
+    task: int,
+    k: int,
+    batch: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(U, k) positions in `items` (the pool) and click probabilities of each user's best
+    unserved items, best first; a user with fewer than k unserved pool items gets -1 / NaN in
+    the remaining places. `served`: (user position, pool position) pairs, sorted by user."""
+    device = ctx.samples.sparse.device
+    n, width = len(ctx.users), len(items.ids)
+    per = max(1, batch // width)  # users per forward pass
+    pool_t = torch.arange(width, device=device)
+    su, sk = (torch.from_numpy(a) for a in served)
+    best_k = np.full((n, min(k, width)), -1, dtype=np.int64)
+    best_p = np.full((n, min(k, width)), np.nan, dtype=np.float32)
+    for u0 in range(0, n, per):
+        u1 = min(u0 + per, n)
+        rows = torch.from_numpy(ctx.rows[u0:u1]).to(device).repeat_interleave(width)
+        sparse, dense, seqs = make_batch(ctx.samples, hist, rows)
+        sparse, dense = items.swap(sparse, dense, pool_t.repeat(u1 - u0))
+        logit = model(sparse, dense, seqs)[:, task].float().reshape(u1 - u0, width).cpu()
+        lo, hi = np.searchsorted(served[0], [u0, u1])
+        logit[su[lo:hi] - u0, sk[lo:hi]] = -torch.inf  # already served: not a candidate
+        value, pos = logit.topk(best_k.shape[1], dim=1)
+        ok = torch.isfinite(value)
+        best_k[u0:u1] = torch.where(ok, pos, -1).numpy()
+        best_p[u0:u1] = torch.where(ok, torch.sigmoid(value), torch.nan).numpy()
+    return best_k, best_p
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    params = load_params()
+    feats, out = params.paths.features, params.paths.recommendations
+    spec = read_spec(feats)
+    if sample_files(spec) != "rec":
+        with atomic_dir(out) as tmp:
+            pl.DataFrame(schema=TOP_K_SCHEMA).write_parquet(tmp / "top_k.parquet")
+            (tmp / "summary.json").write_text(
+                json.dumps({"scored": False, "why": "the source has no feed to recommend"})
+            )
+        print("score: none (the source has no feed to recommend)")
+        return
+    choice = choose(params)
+    name = choice["model"]
+    torch.set_num_threads(params.train.threads)
+    device = resolve_device(params.train.device)
+    model, config = load_checkpoint(params.paths.artifacts / name / "model.pt")
+    model.to(device).eval()
+    t0 = time.perf_counter()
+    ctx = last_impressions(params, spec, config["tasks"], device)
+    hist = load_histories(feats, spec, device)
+    frames = feed_frames(feats)
+    fields = item_frame(list(frames.values()), item_side(spec))
+    pool = pool_items(params, frames, fields)
+    ids = fields["item_id"].to_numpy()
+    served = served_mask(frames, ctx.users, ids[pool])
+    table = ItemFields.from_frame(fields[pool], spec).to(device)
+    best, prob = top_k(
+        model,
+        ctx,
+        hist,
+        table,
+        served,
+        config["tasks"].index("click"),
+        params.score.k,
+        params.evaluate.batch_size,
+    )
+    seconds = time.perf_counter() - t0
+    raw = pl.read_parquet(feats / "vocab" / "item_id.parquet")
+    raw_of = dict(zip(raw["index"].to_list(), raw["item_id"].to_list(), strict=True))
+    keep = best >= 0
+    user_pos, rank0 = np.nonzero(keep)
+    item_ids = ids[pool[best[keep]]]
+    versions = {
+        "model": name,
+        "model_version": file_md5(params.paths.artifacts / name / "model.pt"),
+        "data_version": data_version(params),
+    }
+    recs = pl.DataFrame(
+        {
+            "raw_user_id": ctx.users[user_pos].astype(np.int64),
+            "rank": (rank0 + 1).astype(np.int32),
+            "raw_item_id": np.array([raw_of[int(i)] for i in item_ids], dtype=np.int64),
+            "item_id": item_ids.astype(np.int64),
+            "score": prob[keep],
+            **{k: [v] * int(keep.sum()) for k, v in versions.items()},
+        },
+        schema=TOP_K_SCHEMA,
+    )
+    summary = {
+        "scored": True,
+        **choice,
+        **versions,
+        "k": params.score.k,
+        "pool": len(pool),
+        "catalogue": len(fields),
+        "users": len(ctx.users),
+        "users_short_of_k": int((~keep).any(1).sum()),
+        "context": "each user's last logged feed impression (any part)",
+        "seconds": round(seconds, 3),
+        "users_per_s": round(len(ctx.users) / seconds, 1),
+        "threads": params.train.threads,
+    }
+    with atomic_dir(out) as tmp:
+        recs.write_parquet(tmp / "top_k.parquet")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    ci = choice["against"]
+    vs = f"; against {ci['runner_up']}: {paired.ci_text(ci)}" if ci else " (the only ranked model)"
+    print(
+        f"score: {name} ({choice['select']} {choice['values'][name]:.4f}{vs}); top {params.score.k}"
+        f" of {len(pool):,} items for {len(ctx.users):,} users in {seconds:.1f} s "
+        f"({summary['users_per_s']:,.0f} users/s) -> {out}/top_k.parquet"
+    )
+
+
+if __name__ == "__main__":
+    main()
