@@ -1,10 +1,10 @@
 """score: every user's top-K feed recommendations, from the model a declared metric picks.
 
-The model: among the trained models that rank the feed's test clicks, the best on
-`score.select` (a click ranking metric of evaluate's metrics.json, e.g. ndcg@10); its paired
-difference from the runner-up on the same candidates, with a bootstrap 95% CI
+The model: among the trained feed models, the best on `score.select` (a click metric of
+evaluate's metrics.json: ndcg@10, any ranking metric, or auc); its paired difference from the
+runner-up on the same candidates (auc: the same test rows), with a bootstrap 95% CI
 (tasks.evaluation.paired), says whether the test set supports the choice at all. The choice is
-made on the test set, so the chosen model's level is optimistic by selection; the CI is not.
+made on the test set, so the chosen model's level and its lead are optimistic by selection.
 
 Each user is scored from their last logged feed impression (any part): their own fields and
 histories (everything they did before it) stay, and every candidate's item-side fields are
@@ -56,14 +56,16 @@ TOP_K_SCHEMA = {
 }
 
 
+SELECTABLE = (*paired.RANKING, "auc")  # the click metrics a paired CI exists for
+
+
 def choose(params: Params) -> dict[str, Any]:
-    """The model to serve: every ranked model's `score.select`, the best, and its paired CI
-    against the runner-up (None when only one model ranks the feed)."""
+    """The model to serve: every feed model's `score.select` (a click metric of its
+    metrics.json), the best, and its paired CI against the runner-up (None when only one model
+    has the metric): on the same ranked clicks, or for `auc` on the same test rows."""
     metric, artifacts = params.score.select, params.paths.artifacts
-    if metric not in paired.RANKING:
-        raise SystemExit(
-            f"score.select {metric!r}: not a click ranking metric; one of {list(paired.RANKING)}"
-        )
+    if metric not in SELECTABLE:
+        raise SystemExit(f"score.select {metric!r}: not a click metric; one of {list(SELECTABLE)}")
     values = {}
     for m in params.train.models:
         path = artifacts / m / "metrics.json"
@@ -74,20 +76,28 @@ def choose(params: Params) -> dict[str, Any]:
             values[m] = float(click[metric])
     if not values:
         raise SystemExit(
-            f"score: no model of train.models has click/{metric} in its metrics.json (none "
-            "ranks the feed's test clicks: candidates.positives 0, or only search models)"
+            f"score: no model of train.models has click/{metric} in its metrics.json (no feed "
+            "model, or ranking is off with candidates.positives 0: then score.select auc)"
         )
     ranked = sorted(values, key=lambda m: -values[m])  # stable: train.models order breaks ties
-    chosen = ranked[0]
     against = None
     if len(ranked) > 1:
-        ranks = [pl.read_parquet(artifacts / m / "ranks.parquet") for m in ranked[:2]]
-        r = params.report
-        against = {
-            "runner_up": ranked[1],
-            **paired.rank_pairs(*ranks, r.bootstrap, r.seed)[metric],
-        }
-    return {"select": f"click/{metric}", "values": values, "model": chosen, "against": against}
+        a, b = ranked[:2]
+        against = {"runner_up": b, **paired_ci(params, a, b, metric)}
+    return {"select": f"click/{metric}", "values": values, "model": ranked[0], "against": against}
+
+
+def paired_ci(params: Params, a: str, b: str, metric: str) -> dict[str, Any]:
+    """Model a minus model b on click `metric`, with its bootstrap 95% CI (tasks.evaluation.paired)."""
+    artifacts, r = params.paths.artifacts, params.report
+    if metric != "auc":
+        ranks = [pl.read_parquet(artifacts / m / "ranks.parquet") for m in (a, b)]
+        return paired.rank_pairs(*ranks, r.bootstrap, r.seed)[metric]
+    cols = ["file", "row", "y_click", "p_click"]
+    pa, pb = (pl.read_parquet(artifacts / m / "predictions.parquet", columns=cols) for m in (a, b))
+    both = pa.join(pb, on=["file", "row"], suffix="_b")
+    y, p, q = (both[c].to_numpy() for c in ("y_click", "p_click", "p_click_b"))
+    return paired.paired_auc(y, p, q, r.bootstrap, r.seed)
 
 
 def data_version(params: Params, lock: Path = Path("dvc.lock")) -> str:
@@ -117,9 +127,9 @@ class Context:
     rows: np.ndarray  # (U,) their rows in `samples`
 
 
-def last_impressions(params: Params, spec: dict, tasks: list[str], device: torch.device) -> Context:
+def last_impressions(params: Params, spec: dict, device: torch.device) -> Context:
     parts = [
-        load_samples(params.paths.features, f"rec_{p}", spec, tasks, device, dict.fromkeys(tasks))
+        load_samples(params.paths.features, f"rec_{p}", spec, [], device)
         for p in ("train", "valid", "test")
     ]
     s = Samples(
@@ -164,6 +174,31 @@ def served_mask(
         .sort("u")
     )
     return seen["u"].to_numpy().astype(np.int64), seen["k"].to_numpy().astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The candidate pool: its items' ids and item-side fields, and what each user was served."""
+
+    ids: np.ndarray  # (I,) encoded item ids
+    items: ItemFields  # their item-side fields, on the scoring device
+    served: tuple[np.ndarray, np.ndarray]  # served_mask's pairs
+    catalogue: int  # items known in any part
+
+
+def score_inputs(
+    params: Params, spec: dict, device: torch.device
+) -> tuple[Context, Histories | None, Pool]:
+    """What top_k reads: each user's context, the histories and the candidate pool."""
+    feats = params.paths.features
+    ctx = last_impressions(params, spec, device)
+    frames = feed_frames(feats)
+    fields = item_frame(list(frames.values()), item_side(spec))
+    pool = pool_items(params, frames, fields)
+    ids = fields["item_id"].to_numpy()[pool]
+    items = ItemFields.from_frame(fields[pool], spec).to(device)
+    served = served_mask(frames, ctx.users, ids)
+    return ctx, load_histories(feats, spec, device), Pool(ids, items, served, len(fields))
 
 
 @torch.no_grad()
@@ -222,20 +257,13 @@ def main(argv: list[str] | None = None) -> None:
     model, config = load_checkpoint(params.paths.artifacts / name / "model.pt")
     model.to(device).eval()
     t0 = time.perf_counter()
-    ctx = last_impressions(params, spec, config["tasks"], device)
-    hist = load_histories(feats, spec, device)
-    frames = feed_frames(feats)
-    fields = item_frame(list(frames.values()), item_side(spec))
-    pool = pool_items(params, frames, fields)
-    ids = fields["item_id"].to_numpy()
-    served = served_mask(frames, ctx.users, ids[pool])
-    table = ItemFields.from_frame(fields[pool], spec).to(device)
+    ctx, hist, pool = score_inputs(params, spec, device)
     best, prob = top_k(
         model,
         ctx,
         hist,
-        table,
-        served,
+        pool.items,
+        pool.served,
         config["tasks"].index("click"),
         params.score.k,
         params.evaluate.batch_size,
@@ -245,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     raw_of = dict(zip(raw["index"].to_list(), raw["item_id"].to_list(), strict=True))
     keep = best >= 0
     user_pos, rank0 = np.nonzero(keep)
-    item_ids = ids[pool[best[keep]]]
+    item_ids = pool.ids[best[keep]]
     versions = {
         "model": name,
         "model_version": file_md5(params.paths.artifacts / name / "model.pt"),
@@ -267,8 +295,8 @@ def main(argv: list[str] | None = None) -> None:
         **choice,
         **versions,
         "k": params.score.k,
-        "pool": len(pool),
-        "catalogue": len(fields),
+        "pool": len(pool.ids),
+        "catalogue": pool.catalogue,
         "users": len(ctx.users),
         "users_short_of_k": int((~keep).any(1).sum()),
         "context": "each user's last logged feed impression (any part)",
@@ -283,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     vs = f"; against {ci['runner_up']}: {paired.ci_text(ci)}" if ci else " (the only ranked model)"
     print(
         f"score: {name} ({choice['select']} {choice['values'][name]:.4f}{vs}); top {params.score.k}"
-        f" of {len(pool):,} items for {len(ctx.users):,} users in {seconds:.1f} s "
+        f" of {len(pool.ids):,} items for {len(ctx.users):,} users in {seconds:.1f} s "
         f"({summary['users_per_s']:,.0f} users/s) -> {out}/top_k.parquet"
     )
 

@@ -73,16 +73,24 @@ def test_served_pairs_map_to_user_and_pool_positions():
 
 
 def evaluated(tmp_path, ranks: dict[str, list[int]], select: str = "ndcg@10") -> Params:
-    """An artifacts folder with each model's ranks of the same clicks and their NDCG@10."""
+    """An artifacts folder with each model's ranks of the same clicks, its predictions of the
+    same test rows, and their ranking metrics and AUC in metrics.json."""
     from tasks.evaluation.candidates import rank_metrics
 
     for m, r in ranks.items():
         (tmp_path / m).mkdir()
         metrics = {"click": rank_metrics(np.array(r))}
-        (tmp_path / m / "metrics.json").write_text(json.dumps(metrics))
         pl.DataFrame(
             {"row": np.arange(len(r)), "rank": r, "full_rank": [-1] * len(r), "searched": False}
         ).write_parquet(tmp_path / m / "ranks.parquet")
+        # test rows: the click label and a score that is better the better the model ranks
+        y = np.arange(200) % 2
+        p = y * (1 / np.mean(r)) + np.random.default_rng(1).random(200)
+        metrics["click"]["auc"] = float(np.mean(p[y == 1][:, None] > p[y == 0][None, :]))
+        (tmp_path / m / "metrics.json").write_text(json.dumps(metrics))
+        pl.DataFrame(
+            {"file": "rec", "row": np.arange(200), "y_click": y * 1.0, "p_click": p}
+        ).write_parquet(tmp_path / m / "predictions.parquet")
     return Params(
         paths={"artifacts": str(tmp_path)},
         train={"models": list(ranks)},
@@ -103,6 +111,15 @@ def test_the_best_model_is_chosen_with_its_paired_ci_against_the_runner_up(tmp_p
     assert c["values"]["b"] > c["values"]["c"] > c["values"]["a"]
     assert c["against"]["diff"] > 0 and c["against"]["excludes_0"]
     assert c["against"]["diff"] == pytest.approx(c["values"]["b"] - c["values"]["c"])
+
+
+def test_auc_picks_on_the_same_test_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    good = rng.integers(1, 4, 400)
+    c = choose(evaluated(tmp_path, {"a": list(good + 40), "b": list(good)}, select="auc"))
+    assert c["select"] == "click/auc" and c["model"] == "b" and c["against"]["runner_up"] == "a"
+    assert c["against"]["n"] == 200
+    assert c["against"]["diff"] == pytest.approx(c["values"]["b"] - c["values"]["a"], abs=1e-9)
 
 
 def test_a_tie_covers_0_and_keeps_the_declared_order(tmp_path):
