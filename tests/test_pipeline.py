@@ -136,13 +136,15 @@ def test_score_recommends_unserved_items_from_the_best_model_with_its_versions(p
     # every user of the feed, K ranked items each (the tiny catalogue leaves each enough)
     assert set(recs["raw_user_id"]) == set(feed["raw_user_id"]) and summary["users_short_of_k"] == 0
     per_user = recs.group_by("raw_user_id").agg("rank", "score")
-    assert all(r == list(range(1, k + 1)) for r in per_user["rank"])
-    assert all(s == sorted(s, reverse=True) for s in per_user["score"])
+    assert all(r == list(range(1, k + 1)) for r in per_user["rank"].to_list())
+    assert all(s == sorted(s, reverse=True) for s in per_user["score"].to_list())
     assert recs.join(feed, on=["raw_user_id", "item_id"]).is_empty()  # never a served item
     # the model: the best of every ranked model on the declared metric, as evaluate measured it
     metric = params["score"]["select"]
     values = {
-        m: json.loads((d / "artifacts" / m / "metrics.json").read_text())["click"].get(metric)
+        m: json.loads((d / "artifacts" / m / "metrics.json").read_text())
+        .get("click", {})
+        .get(metric)
         for m in MODELS
     }
     values = {m: v for m, v in values.items() if v is not None}
