@@ -128,6 +128,7 @@ class Context:
 
 
 def last_impressions(params: Params, spec: dict, device: torch.device) -> Context:
+    """Every feed user's latest impression in any part (the later row where two share a time)."""
     parts = [
         load_samples(params.paths.features, f"rec_{p}", spec, [], device)
         for p in ("train", "valid", "test")
@@ -142,7 +143,7 @@ def last_impressions(params: Params, spec: dict, device: torch.device) -> Contex
         query=None,
     )
     frame = pl.DataFrame({"user": s.user, "time": s.time.cpu().numpy()}).with_row_index("row")
-    last = frame.sort("time").group_by("user", maintain_order=True).last().sort("user")
+    last = frame.sort(["time", "row"]).group_by("user", maintain_order=True).last().sort("user")
     return Context(s, last["user"].to_numpy(), last["row"].to_numpy().astype(np.int64))
 
 
