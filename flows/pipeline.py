@@ -280,21 +280,22 @@ def recommendations_markdown(summary: dict[str, Any], top: list[dict[str, Any]])
         return f"# No recommendations\n\n{summary.get('why', '')}"
     model, metric = summary["model"], summary["select"]
     ci = summary["against"]
+    if ci is None:
+        against = "It is the only model that ranks the feed."
+    else:
+        supported = ci["excludes_0"]
+        verdict = (
+            "the test set supports the choice." if supported else "not resolved by the test set."
+        )
+        against = (
+            f"Against the runner-up {ci['runner_up']} (paired, bootstrap 95% CI): "
+            f"{ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}]; {verdict}"
+        )
     lines = [
         f"# Serving {model}: top {summary['k']} for {summary['users']:,} users",
         "",
         f"Chosen on test {metric}: {summary['values'][model]:.4f}.",
-        (
-            f"Against the runner-up {ci['runner_up']} (paired, bootstrap 95% CI): "
-            f"{ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}]; "
-            + (
-                "the test set supports the choice."
-                if ci["excludes_0"]
-                else "not resolved by the test set."
-            )
-            if ci
-            else "It is the only model that ranks the feed."
-        ),
+        against,
         "",
         f"Model version {summary['model_version']}, data version {summary['data_version']}; "
         f"candidates: {summary['pool']:,} of {summary['catalogue']:,} items, less each user's "

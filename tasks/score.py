@@ -42,7 +42,14 @@ from tasks.io.atomic import atomic_dir
 from tasks.io.features import item_side, read_spec, sample_files
 from tasks.training.checkpoint import load_checkpoint, resolve_device
 from tasks.training.items import ItemFields
-from tasks.training.tensors import Histories, Samples, load_histories, load_samples, make_batch
+from tasks.training.tensors import (
+    Histories,
+    Samples,
+    concat_samples,
+    load_histories,
+    load_samples,
+    make_batch,
+)
 
 TOP_K_SCHEMA = {
     "raw_user_id": pl.Int64,
@@ -129,19 +136,11 @@ class Context:
 
 def last_impressions(params: Params, spec: dict, device: torch.device) -> Context:
     """Every feed user's latest impression in any part (the later row where two share a time)."""
-    parts = [
+    train, valid, test = (
         load_samples(params.paths.features, f"rec_{p}", spec, [], device)
         for p in ("train", "valid", "test")
-    ]
-    s = Samples(
-        sparse=torch.cat([p.sparse for p in parts]),
-        dense=torch.cat([p.dense for p in parts]),
-        labels=torch.cat([p.labels for p in parts]),
-        hist=torch.cat([p.hist for p in parts]),
-        user=np.concatenate([p.user for p in parts]),
-        time=torch.cat([p.time for p in parts]),
-        query=None,
     )
+    s = concat_samples(concat_samples(train, valid), test)
     frame = pl.DataFrame({"user": s.user, "time": s.time.cpu().numpy()}).with_row_index("row")
     last = frame.sort(["time", "row"]).group_by("user", maintain_order=True).last().sort("user")
     return Context(s, last["user"].to_numpy(), last["row"].to_numpy().astype(np.int64))
