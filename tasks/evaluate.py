@@ -57,11 +57,6 @@ def gate_use(
     return [w.float().cpu().numpy().round(5).tolist() for w in head.mean_gate_weights(x)]
 
 
-# ranks.parquet: per ranked test click, its row in rec_test, the positive's rank among its
-# sampled candidates and in the full catalogue (-1: not ranked in full), whether searched_*
-RANKS_SCHEMA = {"row": pl.Int64, "rank": pl.Int64, "full_rank": pl.Int64, "searched": pl.Boolean}
-
-
 def feed_ranking(
     model: MultiTaskModel,
     params: Params,
@@ -76,7 +71,7 @@ def feed_ranking(
     spec = read_spec(feats)
     c = candidates.load_candidates(feats, params.paths.candidates / "test.parquet")
     if len(c.rows) == 0:  # candidates.positives 0: ranking off
-        return {}, pl.DataFrame(schema=RANKS_SCHEMA)
+        return {}, pl.DataFrame(schema=candidates.RANKS_SCHEMA)
     rank = candidates.ranks_of(ranking.scores(model, test, hist, c, spec, task))
     out = candidates.rank_metrics(rank)
     full = np.full(len(rank), -1, dtype=np.int64)  # -1: not ranked in full
@@ -94,7 +89,7 @@ def feed_ranking(
         out |= ranking.sliced_metrics(rank, searched, "searched")
     per_click = pl.DataFrame(
         {"row": c.rows, "rank": rank, "full_rank": full, "searched": searched},
-        schema=RANKS_SCHEMA,
+        schema=candidates.RANKS_SCHEMA,
     )
     return out, per_click
 
@@ -148,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     labels = test.labels.cpu().numpy()
     metrics = task_metrics(labels, probs, test.user, tasks, regression)
     out.mkdir(parents=True, exist_ok=True)
-    per_click = pl.DataFrame(schema=RANKS_SCHEMA)  # none: the source has no feed clicks
+    per_click = pl.DataFrame(schema=candidates.RANKS_SCHEMA)  # none: the source has no feed clicks
     if sample_files(spec) == "rec" and "click" in tasks:
         # joint models: the feed rows come first, so candidate rows index them as they are
         ranks_metrics, per_click = feed_ranking(model, params, test, hist, tasks.index("click"))

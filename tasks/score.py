@@ -17,7 +17,11 @@ Writes paths.recommendations/:
   probability), model, model_version (md5 of its model.pt, as DVC hashes it), data_version
   (the features folder's hash in dvc.lock);
 - summary.json: the choice (every model's value, the paired CI), the versions, the counts and
-  the throughput (users per second).
+  the throughput (users per second);
+- model/: the served model as a package other software (and the registry, dvc.yaml's
+  `artifacts:` feed-ranker) can take whole: model.pt, model.onnx (where export made one), the
+  features' spec.json and vocab/ it reads its inputs through, and profile.json, the profile
+  of its train rows that drift checks compare new data with (tasks.serving.drift).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,7 @@ from tasks.evaluation import paired
 from tasks.evaluation.candidates import feed_frames, item_frame, served_pairs
 from tasks.io.atomic import atomic_dir
 from tasks.io.features import item_side, read_spec, sample_files
+from tasks.serving import drift
 from tasks.training.checkpoint import load_checkpoint, resolve_device
 from tasks.training.items import ItemFields
 from tasks.training.tensors import (
@@ -237,6 +243,19 @@ def top_k(
     return best_k, best_p
 
 
+def package(params: Params, name: str, dest: Path) -> None:
+    """The served model's package (see the module's docstring) in `dest`."""
+    dest.mkdir()
+    for f in ("model.pt", "model.onnx"):
+        if (params.paths.artifacts / name / f).is_file():
+            shutil.copy2(params.paths.artifacts / name / f, dest / f)
+    shutil.copy2(params.paths.features / "spec.json", dest / "spec.json")
+    shutil.copytree(params.paths.features / "vocab", dest / "vocab")
+    rows = drift.feed_rows(params.paths.split, params.paths.source, "train")
+    reference = drift.profile(rows, params.drift.bins)
+    (dest / "profile.json").write_text(json.dumps(reference, indent=1, sort_keys=True) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     params = load_params()
@@ -307,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dir(out) as tmp:
         recs.write_parquet(tmp / "top_k.parquet")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        package(params, name, tmp / "model")
     ci = choice["against"]
     vs = f"; against {ci['runner_up']}: {paired.ci_text(ci)}" if ci else " (the only ranked model)"
     print(

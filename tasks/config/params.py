@@ -320,6 +320,19 @@ class ScoreParams(_Strict):
     pool: int = Field(1000, ge=0)  # candidates: the items most served in train; 0: all
 
 
+class RegistryParams(_Strict):
+    promote: bool = True  # after each flow run: register the served model, promote if it earns it
+    artifact: str = "feed-ranker"  # its name in dvc.yaml's artifacts: (the score stage's folder)
+    stage: str = "prod"  # the GTO stage production is
+
+
+class DriftParams(_Strict):
+    bins: int = Field(10, ge=2, le=100)  # deciles of a dense field; top values of a categorical
+    psi: float = Field(0.2, gt=0)  # a field's PSI above this marks a run drifted
+    unseen: float = Field(0.2, gt=0, le=1)  # share of new rows with a value the model never saw
+    label_rate: float = Field(0.05, gt=0, le=1)  # absolute change of a label's rate
+
+
 class ReportParams(_Strict):
     # every model against it, on every metric they share: paired differences, bootstrap CIs
     baseline: ModelName = "shared_bottom"
@@ -361,6 +374,8 @@ class Params(_Strict):
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
     score: ScoreParams = ScoreParams()
+    registry: RegistryParams = RegistryParams()
+    drift: DriftParams = DriftParams()
     report: ReportParams = ReportParams()
     serve: ServeParams = ServeParams()
 

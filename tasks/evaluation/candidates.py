@@ -24,6 +24,9 @@ from tasks.io.features import item_side, read_spec
 SAMPLED = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr")
 FULL = ("full_recall@10", "full_recall@50", "full_ndcg@10", "full_ndcg@50")
 PARTS = ("train", "valid", "test")
+# ranks.parquet (evaluate@): per ranked test click, its row in rec_test, the positive's rank
+# among its sampled candidates and in the full catalogue (-1: not ranked in full), searched_*
+RANKS_SCHEMA = {"row": pl.Int64, "rank": pl.Int64, "full_rank": pl.Int64, "searched": pl.Boolean}
 
 
 @dataclass(frozen=True)
