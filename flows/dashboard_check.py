@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-TASKS = ["dvc generate", "dvc validate", "dvc train@*", "dvc report"]
+TASKS = ["dvc generate", "dvc validate", "dvc train@*", "dvc report", "promote"]
 # artifacts the flow publishes itself, shown on the run's Artifacts tab
 ARTIFACTS = [
     "validation-summary",
@@ -39,6 +39,8 @@ ARTIFACTS = [
     "model-comparison-figures",
     "data-docs",
     "recommendations",
+    "promotion",
+    "drift",
 ]
 # artifacts a task publishes, shown on that task run's own page
 TASK_ARTIFACTS = {"dvc train@*": ["training-progress"]}

@@ -6,6 +6,11 @@ decides what is stale and records every result in dvc.lock. Each stage's output 
 run log. A stage that fails on its data is not retried; only a busy DVC lock is. Artifacts: the
 validation summary (markdown, failing checks first, published even when validation fails), the
 metrics comparison (table) and the served model's recommendations (markdown).
+
+After the stages, `promote` (tasks.serving.promote, with registry.promote) checks this run's
+data for drift against production's, registers the served model and promotes it only if it
+beats production: the `drift` (table and picture) and `promotion` (markdown) artifacts say
+what happened and why; a drifted run gets the flow-run tag `drifted`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from prefect.artifacts import (
 from tasks.config.models import load_checked
 from tasks.config.params import load_params
 from tasks.report import PICTURES
+from tasks.serving.promote import DECISION, PICTURE
 from tasks.validate import FAILED_REPORT, REPORT
 
 TRANSIENT = ("is busy, it is being blocked by", "Unable to acquire lock", "rwlock")
@@ -102,27 +108,19 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=_retry_transient,
-    task_run_name="dvc {group}",
-)
-def run_stages(group: str, stages: list[str], root: str) -> None:
-    """`dvc repro --single-item STAGE...`, its output forwarded line by line to the run log."""
+def _logged(group: str, cmd: list[str], root: str, progress: Any) -> None:
+    """Run `cmd` in `root`, each output line to the run log; StageFailed if it exits non-zero."""
     log = get_run_logger()
     env = dict(os.environ)
     # the stage commands say `python`: make it this interpreter (the project's venv)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("PYTHONUNBUFFERED", "1")
-    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *stages]
     log.info("$ %s", " ".join(cmd[2:]))
     tail: list[str] = []
     with subprocess.Popen(
         cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
         assert proc.stdout is not None
-        progress = TrainingProgress(len(stages)) if group == "train@*" else _NoProgress()
         for line in proc.stdout:
             line = line.rstrip()
             log.info("%s", line)
@@ -132,6 +130,25 @@ def run_stages(group: str, stages: list[str], root: str) -> None:
         transient = any(marker in line for line in tail for marker in TRANSIENT)
         raise StageFailed(group, proc.returncode, tail, transient)
     progress.finish()
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_transient,
+    task_run_name="dvc {group}",
+)
+def run_stages(group: str, stages: list[str], root: str) -> None:
+    """`dvc repro --single-item STAGE...`, its output forwarded line by line to the run log."""
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *stages]
+    progress = TrainingProgress(len(stages)) if group == "train@*" else _NoProgress()
+    _logged(group, cmd, root, progress)
+
+
+@task(task_run_name="promote")
+def promote(root: str) -> None:
+    """tasks.serving.promote in the project folder (drift, the guard, the registry)."""
+    _logged("promote", [sys.executable, "-m", "tasks.serving.promote"], root, _NoProgress())
 
 
 class PipelineBusy(RuntimeError):
@@ -325,6 +342,81 @@ def publish_recommendations(folder: Path, users: int = 3) -> None:
         )
 
 
+def promotion_markdown(d: dict[str, Any]) -> str:
+    """The promotion decision: what was registered, whether it is production now, and why."""
+    head = "Promoted" if d["promoted"] else "Not promoted"
+    name = d["artifact"]
+    lines = [f"# {head}: {name} {d.get('registered') or ''}".rstrip(), "", d["why"], ""]
+    if cand := d.get("candidate"):
+        lines.append(
+            f"Candidate: {cand['model']}, model version {cand['model_version']}, "
+            f"data version {cand['data_version']}."
+        )
+    prod = d.get("production")
+    if d["promoted"]:
+        lines.append(f"Production ({d['stage']}) is now {name} {d['registered']}.")
+    elif prod:
+        lines.append(
+            f"Production ({d['stage']}) stays {name} {prod['version']} ({prod['card'].get('model')})."
+        )
+    if ci := d.get("against"):
+        lines.append(
+            f"Against production, paired on this run's candidates: {ci['diff']:+.4f} "
+            f"[{ci['lo']:+.4f}, {ci['hi']:+.4f}] (95% CI, n = {ci['n']})."
+        )
+    lines += [
+        "",
+        f"`dvc artifacts get . {name} --stage {d['stage']}` fetches production's package.",
+    ]
+    return "\n".join(lines)
+
+
+def publish_promotion(reports: Path) -> dict[str, Any] | None:
+    """The promotion and drift artifacts; a drifted run's flow run is tagged `drifted`."""
+    path = reports / DECISION
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    create_markdown_artifact(
+        key="promotion",
+        markdown=promotion_markdown(d),
+        description="The registry: the candidate against production, promoted or not, and why",
+    )
+    drift = d.get("drift")
+    if drift:
+        create_table_artifact(
+            key="drift",
+            table=drift["rows"],
+            description=(
+                f"This run's test rows against {drift['against']}'s train rows: "
+                + (
+                    "DRIFTED: " + "; ".join(drift["why"])
+                    if drift["drifted"]
+                    else "within thresholds"
+                )
+            ),
+        )
+        picture = reports / PICTURE
+        if picture.is_file():
+            create_link_artifact(
+                key="drift-picture", link=picture.resolve().as_uri(), link_text="Drift picture"
+            )
+        if drift["drifted"] and drift["against"] == "production":
+            tag_run("drifted")
+    return d
+
+
+def tag_run(tag: str) -> None:
+    """Add `tag` to the running flow run (shown on its dashboard page, filterable)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run.id)
+        client.update_flow_run(flow_run.id, tags=sorted({*run.tags, tag}))
+    get_run_logger().warning("flow run tagged %r", tag)
+
+
 @task(retries=3, retry_delay_seconds=30, task_run_name="dvc push")
 def push(root: str) -> None:
     """Send data and models to the default DVC remote (network I/O: retried)."""
@@ -365,6 +457,9 @@ def pipeline(root: str = ".", push_to_remote: bool = False) -> list[dict[str, An
         rows = publish_metrics(reports)
         publish_links(reports)
         publish_recommendations(project / params.paths.recommendations)
+        if params.registry.promote:
+            promote(str(project))
+            publish_promotion(reports)
         if push_to_remote:
             push(str(project))
         return rows

@@ -76,7 +76,7 @@ def test_flow_runs_every_stage_and_publishes_both_artifacts(harness, tmp_path):
     state = pipeline(str(d), return_state=True)
     assert state.is_completed(), state.message
     tasks, arts = read_run(state.state_details.flow_run_id)
-    assert sorted(t.name for t in tasks) == sorted(f"dvc {g}" for g in GROUPS)
+    assert sorted(t.name for t in tasks) == sorted([*(f"dvc {g}" for g in GROUPS), "promote"])
     assert all(t.state.is_completed() for t in tasks)
     by_key = {a.key: a for a in arts}
     assert by_key["validation-summary"].type == "markdown"
@@ -89,6 +89,10 @@ def test_flow_runs_every_stage_and_publishes_both_artifacts(harness, tmp_path):
     served = json.loads((d / "recommendations" / "summary.json").read_text())["model"]
     assert f"# Serving {served}" in by_key["recommendations"].data
     assert "runner-up" in by_key["recommendations"].data  # two models: a paired CI
+    # the registry: no production yet, so the served model is its first version
+    assert by_key["promotion"].data.startswith("# Promoted: feed-ranker v0.0.1")
+    assert by_key["drift"].type == "table" and "psi" in by_key["drift"].data
+    assert "drift.png" in by_key["drift-picture"].data
     progress = by_key["training-progress"]  # moved by the epochs, 100 when training ends
     assert progress.type == "progress" and float(progress.data) == 100.0
     assert (d / "artifacts" / "ple" / "metrics.json").is_file()

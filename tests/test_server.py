@@ -6,6 +6,7 @@ shares Prefect settings or background workers with the in-process harness of tes
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from flows.dashboard_check import check_flow_run
 from tests.conftest import ROOT, TWO_MODELS, make_project
@@ -117,19 +119,25 @@ def test_served_deployment_runs_on_trigger_with_task_runs_and_artifacts(server, 
             assert r.status_code in (200, 201), f"create_flow_run: {r.status_code} {r.text[:500]}"
             return r.json()
 
-        run = wait_for("the flow run to be created", created, timeout=60, every=2)
-
-        def finished():
+        def finished(run):
             state = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json()["state"]
             return (
                 state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
             )
 
-        state = wait_for("the triggered run", finished, timeout=600, every=3)
-        assert state["type"] == "COMPLETED", (state, (tmp_path / "serve.log").read_text()[-3000:])
+        def triggered():
+            run = wait_for("the flow run to be created", created, timeout=60, every=2)
+            state = wait_for("the triggered run", lambda: finished(run), timeout=600, every=3)
+            assert state["type"] == "COMPLETED", (
+                state,
+                (tmp_path / "serve.log").read_text()[-3000:],
+            )
+            return run
+
+        run = triggered()
         flt = {"flow_runs": {"id": {"any_": [run["id"]]}}}
         names = {t["name"] for t in post("/task_runs/filter", flt).json()}
-        assert {"dvc generate", "dvc validate", "dvc train@*", "dvc report"} <= names
+        assert {"dvc generate", "dvc validate", "dvc train@*", "dvc report", "promote"} <= names
         keys = {
             a["key"]
             for a in post(
@@ -141,8 +149,15 @@ def test_served_deployment_runs_on_trigger_with_task_runs_and_artifacts(server, 
             "metrics-comparison",
             "training-progress",
             "recommendations",
+            "promotion",
+            "drift",
         } <= keys
         assert (d / "reports" / "comparison.md").is_file()
+        # the registry: the first version is production
+        tags = lambda: subprocess.run(  # noqa: E731
+            ["git", "tag", "-l"], cwd=d, capture_output=True, text=True
+        ).stdout.split()
+        assert tags() == ["feed-ranker#prod#1", "feed-ranker@v0.0.1"]
 
         # the same run as a user sees it: the dashboard page in headless Chromium
         page = check_flow_run(api.removesuffix("/api"), run["id"], d / "reports" / "dashboard")
@@ -152,6 +167,20 @@ def test_served_deployment_runs_on_trigger_with_task_runs_and_artifacts(server, 
         for png in page.screenshots:
             assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             assert Path(png).stat().st_size > 20_000, png  # a rendered page, not a blank one
+
+        # a second run on drifted data (a new catalogue): marked, and production stays
+        params = yaml.safe_load((d / "params.yaml").read_text())
+        params["generate"] |= {"seed": params["generate"]["seed"] + 1, "n_items": 1800}
+        (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        again = triggered()
+        assert "drifted" in httpx.get(f"{api}/flow_runs/{again['id']}", timeout=10).json()["tags"]
+        decision = json.loads((d / "reports" / "promotion.json").read_text())
+        assert decision["drift"]["drifted"] and not decision["promoted"]
+        assert decision["why"].startswith("the data drifted") and "item_id" in decision["why"]
+        assert tags() == ["feed-ranker#prod#1", "feed-ranker@v0.0.1", "feed-ranker@v0.0.2"]
+        page = check_flow_run(api.removesuffix("/api"), again["id"], d / "reports" / "dashboard2")
+        assert page.missing == [], page.missing
+        assert "drifted" in page.tabs["flow run / Artifacts"]  # the run's tag, on its page
     finally:
         stop(serve)
         serve_log.close()

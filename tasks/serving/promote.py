@@ -72,7 +72,14 @@ def decide(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         promote, why = True, "the first version: no production model to beat"
     else:
         with tempfile.TemporaryDirectory(prefix="sarflow-production-") as tmp:
-            package = registry.fetch(root, reg.artifact, reg.stage, Path(tmp) / "package")
+            try:
+                package = registry.fetch(root, reg.artifact, reg.stage, Path(tmp) / "package")
+            except Exception as e:  # noqa: BLE001 - DVC's errors vary: the decision names it
+                return out | {
+                    "why": f"production {prod['version']}'s files cannot be fetched ({e}): "
+                    "nothing is compared or promoted; `dvc pull` or a DVC remote that holds "
+                    "them (make remote) fixes it"
+                }
             out["drift"] = package_drift(params, package, current) | {"against": "production"}
             if not same:
                 torch.set_num_threads(params.train.threads)
@@ -136,7 +143,7 @@ def drift_picture(decision: dict[str, Any], params: Params, path: Path) -> None:
     axes[2].barh([i - 0.2 for i in y], [r["rate"] for r in labels], 0.4, label="new")
     axes[2].set_yticks(list(y), [r["field"] for r in labels])
     axes[2].set_title("label rates")
-    axes[2].legend(loc="lower right", fontsize=8)
+    axes[2].legend(loc="best", fontsize=8)
     against = (decision.get("drift") or {}).get("against", "none")
     fig.suptitle(f"Drift: this run's test rows against {against}'s reference rows")
     fig.tight_layout()
