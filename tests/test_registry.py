@@ -155,3 +155,21 @@ def test_a_retrained_model_is_registered_and_promoted_only_on_its_paired_ci(proj
     expected = "v0.0.2" if out["promoted"] else "v0.0.1"
     assert registry.production(d, "feed-ranker", "prod")["version"] == expected
     assert ("feed-ranker#prod#2" in tags(d)) == out["promoted"]
+
+
+@pytest.mark.slow
+def test_production_whose_files_cannot_be_fetched_is_named_and_nothing_is_promoted(
+    project, monkeypatch
+):
+    from tasks.config.params import load_params
+    from tasks.serving import promote
+
+    def unreachable(*args, **kwargs):
+        raise RuntimeError("no remote holds 1e7bbc2a")
+
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(registry, "fetch", unreachable)
+    before = tags(project)
+    out = promote.decide(load_params())
+    assert not out["promoted"] and "cannot be fetched (no remote holds 1e7bbc2a)" in out["why"]
+    assert tags(project) == before
