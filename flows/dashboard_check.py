@@ -120,6 +120,29 @@ def check_flow_run(
     return result
 
 
+def artifact_images(ui: str, artifact_id: str, png: Path, timeout_s: float = 60) -> list[int]:
+    """The natural widths of the images an artifact's page shows (0: one that did not load),
+    and a full-page screenshot of it at `png`."""
+    from playwright.sync_api import sync_playwright
+
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(timeout_s * 1000)
+            page.goto(
+                f"{ui.rstrip('/')}/artifacts/artifact/{artifact_id}", wait_until="networkidle"
+            )
+            page.locator("img").first.wait_for()
+            page.wait_for_function("[...document.images].every(i => i.complete)")
+            widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+            page.screenshot(path=str(png), full_page=True)
+        finally:
+            browser.close()
+    return [int(w) for w in widths]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_id")

@@ -16,6 +16,7 @@ what happened and why; a drifted run gets the flow-run tag `drifted`.
 from __future__ import annotations
 
 import argparse
+import base64
 import fcntl
 import json
 import os
@@ -397,9 +398,12 @@ def publish_promotion(reports: Path) -> dict[str, Any] | None:
             ),
         )
         picture = reports / PICTURE
-        if picture.is_file():
-            create_link_artifact(
-                key="drift-picture", link=picture.resolve().as_uri(), link_text="Drift picture"
+        if picture.is_file():  # inline, so the dashboard shows it (a file:// link it cannot)
+            png = base64.b64encode(picture.read_bytes()).decode()
+            create_markdown_artifact(
+                key="drift-picture",
+                markdown=f"# Drift\n\n![drift](data:image/png;base64,{png})\n",
+                description="PSI per field, the shares of unseen values, the label rates",
             )
         if drift["drifted"] and drift["against"] == "production":
             tag_run("drifted")

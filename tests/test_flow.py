@@ -92,7 +92,7 @@ def test_flow_runs_every_stage_and_publishes_both_artifacts(harness, tmp_path):
     # the registry: no production yet, so the served model is its first version
     assert by_key["promotion"].data.startswith("# Promoted: feed-ranker v0.0.1")
     assert by_key["drift"].type == "table" and "psi" in by_key["drift"].data
-    assert "drift.png" in by_key["drift-picture"].data
+    assert "](data:image/png;base64,iVBORw0KGgo" in by_key["drift-picture"].data  # a PNG, inline
     progress = by_key["training-progress"]  # moved by the epochs, 100 when training ends
     assert progress.type == "progress" and float(progress.data) == 100.0
     assert (d / "artifacts" / "ple" / "metrics.json").is_file()

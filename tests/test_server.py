@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from flows.dashboard_check import check_flow_run
+from flows.dashboard_check import artifact_images, check_flow_run
 from tests.conftest import ROOT, TWO_MODELS, make_project
 
 pytestmark = pytest.mark.slow  # end to end: make test-fast leaves this file out
@@ -137,7 +137,7 @@ def test_served_deployment_runs_on_trigger_with_task_runs_and_artifacts(server, 
         run = triggered()
         flt = {"flow_runs": {"id": {"any_": [run["id"]]}}}
         names = {t["name"] for t in post("/task_runs/filter", flt).json()}
-        assert {"dvc generate", "dvc validate", "dvc train@*", "dvc report", "promote"} <= names
+        assert {"dvc generate", "dvc validate", "dvc train@*", "dvc export@*", "dvc score", "promote"} <= names
         keys = {
             a["key"]
             for a in post(
@@ -181,6 +181,17 @@ def test_served_deployment_runs_on_trigger_with_task_runs_and_artifacts(server, 
         page = check_flow_run(api.removesuffix("/api"), again["id"], d / "reports" / "dashboard2")
         assert page.missing == [], page.missing
         assert "drifted" in page.tabs["flow run / Artifacts"]  # the run's tag, on its page
+        picture = next(
+            a
+            for a in post(
+                "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [again["id"]]}}}
+            ).json()
+            if a["key"] == "drift-picture"
+        )
+        widths = artifact_images(
+            api.removesuffix("/api"), picture["id"], d / "reports" / "drift-page.png"
+        )
+        assert widths and min(widths) > 1000  # the drift picture, drawn on the artifact's page
     finally:
         stop(serve)
         serve_log.close()
