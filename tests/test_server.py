@@ -137,7 +137,14 @@ def test_served_deployment_runs_on_trigger_with_task_runs_and_artifacts(server, 
         run = triggered()
         flt = {"flow_runs": {"id": {"any_": [run["id"]]}}}
         names = {t["name"] for t in post("/task_runs/filter", flt).json()}
-        assert {"dvc generate", "dvc validate", "dvc train@*", "dvc export@*", "dvc score", "promote"} <= names
+        assert {
+            "dvc generate",
+            "dvc validate",
+            "dvc train@*",
+            "dvc export@*",
+            "dvc score",
+            "promote",
+        } <= names
         keys = {
             a["key"]
             for a in post(
