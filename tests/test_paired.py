@@ -9,7 +9,7 @@ import pytest
 from tasks.config.params import ReportParams
 from tasks.evaluation.candidates import click_values, rank_metrics
 from tasks.evaluation.metrics import auc
-from tasks.evaluation.paired import _weighted_auc, compare, paired_auc, paired_mean
+from tasks.evaluation.paired import _Ranked, _weighted_auc, compare, paired_auc, paired_mean
 from tasks.report import ci_table, kendall_tau, paired_rows, sampled_vs_full
 
 
@@ -42,7 +42,7 @@ def test_the_bootstrap_auc_is_the_plain_auc_with_unit_weights_ties_included():
     rng = np.random.default_rng(1)
     y = (rng.random(500) < 0.3).astype(float)
     s = np.round(y * 0.3 + rng.random(500), 1)  # many ties
-    assert _weighted_auc(y, s, np.ones((1, 500)))[0] == pytest.approx(auc(y, s))
+    assert _weighted_auc(_Ranked.of(y, s), np.ones((1, 500)))[0] == pytest.approx(auc(y, s))
 
 
 def test_a_paired_auc_ci_tells_a_better_model_from_an_equal_one():
