@@ -347,7 +347,8 @@ def promotion_markdown(d: dict[str, Any]) -> str:
     """The promotion decision: what was registered, whether it is production now, and why."""
     head = "Promoted" if d["promoted"] else "Not promoted"
     name = d["artifact"]
-    lines = [f"# {head}: {name} {d.get('registered') or ''}".rstrip(), "", d["why"], ""]
+    why = d["why"][:1].upper() + d["why"][1:] + "."
+    lines = [f"# {head}: {name} {d.get('registered') or ''}".rstrip(), "", why, ""]
     if cand := d.get("candidate"):
         lines.append(
             f"Candidate: {cand['model']}, model version {cand['model_version']}, "
