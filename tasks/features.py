@@ -2,8 +2,9 @@
 
 Every categorical value seen in the train part (at least `min_count` times) gets an index
 1..V; anything else, including ids first seen in valid or test, maps to 0 (unknown): the
-encoding itself is tasks.kuaisar.encoding. Vocabularies are written under `vocab/` so a served model can encode new rows the same way; their sizes go to
-`spec.json`, the one place a model learns its input shapes from.
+encoding itself is tasks.kuaisar.encoding. Vocabularies are written under `vocab/` so a served
+model can encode new rows the same way; their sizes go to `spec.json`, the one place a model
+learns its input shapes from.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from tasks.kuaisar.encoding import (
     fit_vocab,
     item_attributes,
     item_sides,
-    item_table,
-    user_table,
+    raw_sides,
 )
 from tasks.kuaisar.spec import AGE_HOURS, DENSE, FEED_LABELS, ITEM_SIDE, PARTS, SEQUENCES, SPARSE
 
@@ -138,8 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     raw = params.paths.source
     scan = {k: pl.scan_parquet(split / f"{k}.parquet") for k in SPLIT_FILES}
-    attributes = item_attributes(pl.concat([scan[f"rec_{part}"] for part in PARTS])).collect()
-    items, users = item_sides(item_table(raw), attributes.lazy()), user_table(raw)
+    items, users = raw_sides(split, raw)
     f = fit(scan["rec_train"], scan["src_train"], items, users, params.features)
     rows: dict[str, int] = {}
     with atomic_dir(params.paths.features) as tmp:

@@ -6,7 +6,8 @@ import polars as pl
 import pytest
 
 from tasks.config.params import FeaturesParams, SplitParams
-from tasks.features import build_features, fit_vocab, item_table, user_table
+from tasks.features import build_features
+from tasks.kuaisar.encoding import fit_vocab, item_table, user_table
 from tasks.split import PARTS, read_raw, split_logs
 
 NEW_ID = 10**12

@@ -17,7 +17,8 @@ from tasks.config.params import (
     TrainParams,
     load_params,
 )
-from tasks.features import build_features, item_table, user_table
+from tasks.features import build_features
+from tasks.kuaisar.encoding import item_table, user_table
 from tasks.kuaisar.world import generate
 from tasks.split import PARTS, split_logs
 from tasks.training.checkpoint import build_model, load_checkpoint

@@ -17,7 +17,7 @@ import polars as pl
 
 from tasks.config.params import FeaturesParams
 from tasks.kuaisar.schema import polars_schema
-from tasks.kuaisar.spec import DENSE, FEED_LABELS, FIELD, FIELDS, SPARSE
+from tasks.kuaisar.spec import DENSE, FEED_LABELS, FIELD, FIELDS, PARTS, SPARSE
 
 HIST_COLS = ("rec_hist_start", "rec_hist_len", "src_hist_start", "src_hist_len")
 # sparse fields read from item_features.csv / user_features.csv (item_id, user_id are the keys)
@@ -99,6 +99,13 @@ def with_sides(lf: pl.LazyFrame, items: pl.LazyFrame, users: pl.DataFrame) -> pl
 def item_sides(items: pl.DataFrame, attributes: pl.LazyFrame) -> pl.LazyFrame:
     """Every item-side field of each item: item_features' columns and the dense attributes."""
     return items.lazy().join(attributes, on="item_id", how="left")
+
+
+def raw_sides(split: Path, raw: Path) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """The raw side fields of a split folder's rows: every item's (`item_sides`: item_features'
+    fields, the dense attributes from the feed log of every part) and every user's."""
+    rec = pl.concat([pl.scan_parquet(split / f"rec_{p}.parquet") for p in PARTS])
+    return item_sides(item_table(raw), item_attributes(rec).collect().lazy()), user_table(raw)
 
 
 def row_keys(lf: pl.LazyFrame) -> pl.LazyFrame:

@@ -24,15 +24,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tasks.kuaisar.encoding import (
-    item_attributes,
-    item_sides,
-    item_table,
-    row_keys,
-    user_table,
-    with_sides,
-)
-from tasks.kuaisar.spec import DENSE, FEED_LABELS, FIELD, PARTS, SPARSE
+from tasks.kuaisar.encoding import raw_sides, row_keys, with_sides
+from tasks.kuaisar.spec import DENSE, FEED_LABELS, FIELD, SPARSE
 
 # a feed row's categorical fields: the sparse ones but a search query's own (0 on feed rows)
 CATEGORICAL = tuple(c for c in SPARSE if FIELD[c].side != "query")
@@ -44,11 +37,9 @@ EPS = 1e-4  # a bin no row falls in counts as this share (PSI's log needs > 0)
 def feed_rows(split: Path, raw: Path, part: str) -> pl.DataFrame:
     """The feed rows of split part `part` with their raw field values (the feature spec's
     sparse and dense fields, by name, before encoding) and labels."""
-    scan = {p: pl.scan_parquet(split / f"rec_{p}.parquet") for p in PARTS}
-    attributes = item_attributes(pl.concat(list(scan.values()))).collect()
-    items = item_sides(item_table(raw), attributes.lazy())
-    rows = scan[part]
-    sides = with_sides(row_keys(rows), items, user_table(raw)).select(*CATEGORICAL, *DENSE)
+    items, users = raw_sides(split, raw)
+    rows = pl.scan_parquet(split / f"rec_{part}.parquet")
+    sides = with_sides(row_keys(rows), items, users).select(*CATEGORICAL, *DENSE)
     labels = rows.select(*FEED_LABELS)
     return pl.concat([sides, labels], how="horizontal").collect()
 

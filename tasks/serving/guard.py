@@ -29,15 +29,7 @@ from tasks.evaluation import paired
 from tasks.evaluation.candidates import RANKS_SCHEMA, Candidates, ranks_of
 from tasks.evaluation.ranking import scores
 from tasks.io.features import item_side
-from tasks.kuaisar.encoding import (
-    Fitted,
-    encode,
-    item_attributes,
-    item_sides,
-    item_table,
-    user_table,
-)
-from tasks.kuaisar.spec import PARTS
+from tasks.kuaisar.encoding import Fitted, encode, raw_sides
 from tasks.training.checkpoint import load_checkpoint
 from tasks.training.engine import predict
 from tasks.training.tensors import load_histories, scenario_samples
@@ -46,10 +38,15 @@ from tasks.training.tensors import load_histories, scenario_samples
 SCORED = ("rec_test", "src_test", "rec_history", "src_history")
 
 
+def vocabularies(package: Path) -> dict[str, pl.DataFrame]:
+    """A package's (or a features folder's) vocabularies, by name."""
+    return {f.stem: pl.read_parquet(f) for f in sorted((package / "vocab").glob("*.parquet"))}
+
+
 def fitted(package: Path) -> tuple[Fitted, dict[str, Any]]:
     """A package's fitted transforms (vocabularies, dense (mean, std)) and its spec.json."""
     spec = json.loads((package / "spec.json").read_text())
-    vocabs = {f.stem: pl.read_parquet(f) for f in sorted((package / "vocab").glob("*.parquet"))}
+    vocabs = vocabularies(package)
     stats = {c: (float(v["mean"]), float(v["std"])) for c, v in spec["dense_stats"].items()}
     return Fitted(vocabs, stats), spec
 
@@ -62,9 +59,7 @@ def reencode(
     Candidates over those rows. Returns the package's spec and the candidates."""
     f, spec = fitted(package)
     scan = {name: pl.scan_parquet(split / f"{name}.parquet") for name in SCORED}
-    recs = [pl.scan_parquet(split / f"rec_{p}.parquet") for p in PARTS]
-    items = item_sides(item_table(raw), item_attributes(pl.concat(recs)).collect().lazy())
-    users = user_table(raw)
+    items, users = raw_sides(split, raw)
     for name in SCORED:
         encode(name, scan[name], f, items, users).sink_parquet(dest / f"{name}.parquet")
     # each candidate item as a feed row of its own: encode gives its item-side fields

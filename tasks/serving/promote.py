@@ -42,8 +42,7 @@ PICTURE = "drift.png"
 def package_drift(params: Params, package: Path, current: pl.DataFrame) -> dict[str, Any]:
     """`current` rows against a package's reference profile and vocabularies."""
     reference = json.loads((package / "profile.json").read_text())
-    vocabs = {f.stem: pl.read_parquet(f) for f in (package / "vocab").glob("*.parquet")}
-    rows = drift.compare(reference, vocabs, current)
+    rows = drift.compare(reference, guard.vocabularies(package), current)
     d = params.drift
     why = drift.drifted(rows, d.psi, d.unseen, d.label_rate)
     return {"rows": rows, "why": why, "drifted": bool(why), "reference_rows": reference["rows"]}
@@ -65,7 +64,7 @@ def decide(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     current = drift.feed_rows(params.paths.split, params.paths.source, "test")
     prod = registry.production(root, reg.artifact, reg.stage)
     out["production"] = prod
-    same = prod is not None and all(prod["card"].get(k) == v for k, v in candidate.items())
+    same = prod is not None and _versions_match(prod["card"], candidate)
     if prod is None:
         # nothing to compare with: this run's test rows against its own train rows, for the record
         out["drift"] = package_drift(params, folder / "model", current) | {"against": "own train"}
@@ -88,7 +87,7 @@ def decide(params: Params, root: Path = Path(".")) -> dict[str, Any]:
                 out["against"] = ci
         promote, why = verdict(out, prod, same, params.score.select)
     latest = registry.latest(root, reg.artifact)
-    if latest and all(latest["card"].get(k) == v for k, v in candidate.items()):
+    if latest and _versions_match(latest["card"], candidate):
         out["registered"] = latest["version"]  # this exact model is a version already
     else:
         card = candidate | {
@@ -102,6 +101,11 @@ def decide(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     if promote:
         registry.assign(root, reg.artifact, out["registered"], reg.stage, why)
     return out | {"promoted": promote, "why": why}
+
+
+def _versions_match(card: dict[str, Any], candidate: dict[str, Any]) -> bool:
+    """Whether a registered version's card is this candidate: its model, model and data version."""
+    return all(card.get(k) == v for k, v in candidate.items())
 
 
 def verdict(out: dict[str, Any], prod: dict[str, Any], same: bool, metric: str) -> tuple[bool, str]:
