@@ -25,7 +25,8 @@ sees no search behaviour at all.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal
+import math
+from typing import ClassVar, Literal, NamedTuple
 
 import torch
 from pydantic import Field, PositiveInt, model_validator
@@ -56,6 +57,55 @@ def masked_mean(h: Tensor, mask: Tensor) -> Tensor:  # (B, L, D), (B, L) bool ->
     return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+class EncoderLayer(nn.Module):
+    """A post-norm Transformer encoder layer, the same function as
+    `nn.TransformerEncoderLayer(dim, n_heads, 2 * dim, dropout, batch_first=True)` with its
+    parameters under the same names (checkpoints load either way), computed in fewer, larger
+    ops: one QKV matmul, heads folded into the batch, the key padding one additive bias of
+    `baddbmm`. On 2 CPU cores PyTorch's layer spent a fifth of SESRec's step zero-filling and
+    copying its packed in-projection's gradient (BENCHMARKS.md)."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        # holds in_proj_weight/bias and out_proj, initialised as PyTorch's; its forward is unused
+        self.self_attn = nn.MultiheadAttention(dim, n_heads, batch_first=True)
+        self.linear1 = nn.Linear(dim, 2 * dim)
+        self.linear2 = nn.Linear(2 * dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.n_heads, self.dropout = n_heads, dropout
+
+    def _drop(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.dropout, self.training) if self.dropout else x
+
+    def forward(self, x: Tensor, key_bias: Tensor) -> Tensor:
+        """x (B, L, D); key_bias (B * heads, 1, L): 0 for a step to attend to, -inf for padding."""
+        b, n, d = x.shape
+        h, hd = self.n_heads, d // self.n_heads
+        qkv = F.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
+        q, k, v = (
+            t.view(b, n, h, hd).transpose(1, 2).reshape(b * h, n, hd) for t in qkv.split(d, -1)
+        )
+        w = torch.baddbmm(key_bias, q, k.transpose(1, 2), alpha=hd**-0.5).softmax(-1)
+        a = torch.bmm(self._drop(w), v).view(b, h, n, hd).transpose(1, 2).reshape(b, n, d)
+        x = self.norm1(x + self._drop(self.self_attn.out_proj(a)))
+        ff = self.linear2(self._drop(F.relu(self.linear1(x))))
+        return self.norm2(x + self._drop(ff))
+
+
+class EncoderStack(nn.Module):
+    """`n_layers` EncoderLayers, named as in nn.TransformerEncoder (`layers.0`, ...)."""
+
+    def __init__(self, dim: int, n_layers: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(dim, n_heads, dropout) for _ in range(n_layers))
+
+    def forward(self, x: Tensor, key_bias: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, key_bias)
+        return x
+
+
 class SequenceEncoder(nn.Module):
     """Learned positions + a Transformer encoder; padded steps come out as zeros."""
 
@@ -63,35 +113,46 @@ class SequenceEncoder(nn.Module):
         super().__init__()
         self.position = nn.Parameter(torch.zeros(length, dim))
         nn.init.normal_(self.position, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            dim, n_heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.encoder = EncoderStack(dim, n_layers, n_heads, dropout)
         self.norm = nn.LayerNorm(dim)
+        self.n_heads = n_heads
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, L, D), (B, L) valid -> (B, L, D)
         # an empty history would make every attention row all-masked (NaN): let it see its
         # (zero) last step instead; its output is zeroed below like every padded step
         last = torch.arange(mask.shape[1], device=x.device) == mask.shape[1] - 1
         pad = ~mask & ~(~mask.any(1, keepdim=True) & last)
-        h = self.encoder(self.norm(x + self.position[: x.shape[1]]), src_key_padding_mask=pad)
+        bias = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill_(pad, -math.inf)
+        bias = bias.repeat_interleave(self.n_heads, 0).unsqueeze(1)  # (B * heads, 1, L)
+        h = self.encoder(self.norm(x + self.position[: x.shape[1]]), bias)
         return h * mask.unsqueeze(-1).to(h.dtype)
 
 
 class TargetAttention(nn.Module):
     """The candidate item attends over a history's steps (scaled dot product, masked softmax);
-    out: the attended vector and its element-wise product with the candidate (B, 2D)."""
+    `attend` computes several of them over one history at once."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.query = nn.Linear(dim, dim)
 
-    def forward(self, target: Tensor, h: Tensor, mask: Tensor) -> Tensor:  # -> (B, D)
-        logits = torch.einsum("bd,bld->bl", self.query(target), h) / h.shape[-1] ** 0.5
-        w = logits.float().masked_fill(~mask, float("-inf")).softmax(1)
-        w = torch.nan_to_num(w, nan=0.0).to(h.dtype)  # an empty history attends to nothing
-        att = torch.einsum("bl,bld->bd", w, h)
-        return torch.cat([att, att * target.to(att.dtype)], dim=1)
+
+def attend(
+    heads: list[TargetAttention], target: Tensor, h: Tensor, mask: Tensor, scales: Tensor
+) -> Tensor:
+    """Each head's target attention over the steps of `h` scaled by its row of `scales`: head k
+    attends over `h * scales[:, k]` (scale 1: the whole history; the co-attention score: its
+    similar part; 1 - score: its dissimilar part), as one pair of bmm's instead of K scaled
+    copies of the history: (q . s_l h_l) = s_l (q . h_l) and sum_l w_l s_l h_l = (w * s) @ h.
+
+    target (B, D), h (B, L, D), mask (B, L) bool, scales (B, K, L) -> (B, K, 2D): per head
+    the attended vector and its element-wise product with the candidate."""
+    q = torch.stack([a.query(target) for a in heads], 1)  # (B, K, D)
+    logits = torch.bmm(q, h.transpose(1, 2)) * (scales / h.shape[-1] ** 0.5)
+    w = logits.float().masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(-1)
+    w = torch.nan_to_num(w, nan=0.0).to(h.dtype)  # an empty history attends to nothing
+    att = torch.bmm(w * scales, h)  # (B, K, D)
+    return torch.cat([att, att * target.unsqueeze(1).to(att.dtype)], -1)
 
 
 class CoAttention(nn.Module):
@@ -111,6 +172,42 @@ class CoAttention(nn.Module):
         r_score = torch.sigmoid(a.amax(2)).nan_to_num(0.0) * r_mask  # (B, L)
         s_score = torch.sigmoid(a.amax(1)).nan_to_num(0.0) * s_mask  # (B, S)
         return r_score, s_score
+
+
+class Encoded(NamedTuple):
+    """A batch's encoded histories: feed (B, L, D) and search (B, S, D) steps, their masks, and
+    per target attention head the scale of each step (B, K, L): 1 for the whole history, the
+    co-attention score for its similar part, 1 - score for its dissimilar part."""
+
+    r: Tensor
+    r_mask: Tensor
+    r_scales: Tensor
+    s: Tensor | None = None
+    s_mask: Tensor | None = None
+    s_scales: Tensor | None = None
+
+    def take(self, idx: Tensor) -> Encoded:
+        """The rows `idx` of every tensor."""
+        return Encoded(*(None if t is None else t[idx] for t in self))
+
+
+def repeated_histories(seqs: tuple[Tensor, ...]) -> tuple[Tensor, Tensor] | None:
+    """Rows scored as candidates of one context come in runs with the same histories (ranking,
+    full ranking, recommendations): (first row of each run, each row's run), or None where
+    runs save little (fewer than half the rows repeat the row before: training batches)."""
+    key = torch.cat([t.reshape(len(t), -1) for t in seqs], 1)
+    starts = torch.ones(len(key), dtype=torch.bool, device=key.device)
+    starts[1:] = (key[1:] != key[:-1]).any(1)
+    n_runs = int(starts.sum())
+    if n_runs > len(key) // 2:
+        return None
+    return starts.nonzero().squeeze(1), starts.cumsum(0) - 1
+
+
+def _tracing() -> bool:
+    """Under torch.export / ONNX export / jit tracing, where a data-dependent branch cannot be
+    followed (the exported graph encodes every row)."""
+    return torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
 class SESRecConfig(ModelConfig):
@@ -182,17 +279,24 @@ class SESRec(nn.Module):
         self.cat_col = self.fields.field_pos["cat1"]
         if o.time_gaps:  # a step's age bucket -> item space, added to the step
             self.age = nn.Linear(d, dim, bias=False)
+            self.n_ages = dict(spec.extra_tables)["age"]
         self.rec_encoder = SequenceEncoder(dim, MAX_STEPS, o.n_layers, o.n_heads, o.dropout)
         self.rec_attention = TargetAttention(dim)
+        self.rec_heads = [self.rec_attention]  # target attentions over the feed history
+        self.src_heads: list[TargetAttention] = []  # over the search history
         parts = 1
         if o.search_history:
             self.query = nn.Linear(d, dim)  # mean of the query's word embeddings -> item space
             self.src_encoder = SequenceEncoder(dim, MAX_STEPS, o.n_layers, o.n_heads, o.dropout)
             self.src_attention = TargetAttention(dim)
+            self.src_heads = [self.src_attention]
             parts += 1
             if o.disentangle:
                 self.co_attention = CoAttention(dim)
                 self.part_attention = nn.ModuleList(TargetAttention(dim) for _ in range(4))
+                sim_r, dis_r, sim_s, dis_s = self.part_attention
+                self.rec_heads += [sim_r, dis_r]  # the feed history's similar, dissimilar part
+                self.src_heads += [sim_s, dis_s]
                 parts += 4
         # the candidate item, then per attention part (attended, attended * candidate)
         self.bottom = MLP(self.fields.spec.out_dim + dim * (1 + 2 * parts), list(o.bottom))
@@ -200,64 +304,90 @@ class SESRec(nn.Module):
         self.aux_loss: Tensor | None = None  # the last training forward's weighted extra losses
 
     def _lookup(self, ids: Tensor, table: str) -> Tensor:
-        return self.fields.table(ids + self.fields.offset[table])
+        return self.fields.rows(ids + self.fields.offset[table])
 
     def _items(self, item: Tensor, cat: Tensor) -> Tensor:
-        return torch.cat([self._lookup(item, "item_id"), self._lookup(cat, "cat1")], -1)
+        """[item embedding; category embedding] (..., 2d), one lookup for both."""
+        ids = torch.stack(
+            [item + self.fields.offset["item_id"], cat + self.fields.offset["cat1"]], -1
+        )
+        return self.fields.rows(ids).flatten(-2)
 
     def _with_age(self, steps: Tensor, age: Tensor) -> Tensor:
-        """History steps (B, L, D) plus their age bucket's vector when `time_gaps` is on."""
-        return steps + self.age(self._lookup(age, "age")) if self.o.time_gaps else steps
+        """History steps (B, L, D) plus their age bucket's vector when `time_gaps` is on: the
+        age projection applied to the few rows of the age table, then looked up (the same as
+        projecting every step's age embedding, bias-free)."""
+        if not self.o.time_gaps:
+            return steps
+        start = self.fields.offset["age"]
+        rows = self.fields.table.weight[start : start + self.n_ages]
+        return steps + F.embedding(age, self.age(rows))
 
     def forward(self, sparse: Tensor, dense: Tensor, seqs: tuple[Tensor, ...] = ()) -> Tensor:
-        o = self.o
         seq = {name: seqs[k] for name, k in self.seq_pos.items()}
         base = self.fields(sparse, dense)
         target = self._items(sparse[:, self.item_col], sparse[:, self.cat_col])  # (B, D)
+        groups = None if self.training or _tracing() else repeated_histories(seqs)
+        if groups is None:
+            h = self._encode(seq)
+        else:  # candidates of one context: its histories encoded once
+            first, group = groups
+            h = self._encode({name: t[first] for name, t in seq.items()}).take(group)
+        ra = attend(self.rec_heads, target, h.r, h.r_mask, h.r_scales)
+        parts = [ra[:, 0]]
+        if h.s is not None:
+            sa = attend(self.src_heads, target, h.s, h.s_mask, h.s_scales)
+            # the order the bottom layer reads: whole feed, whole search, then the four parts
+            parts += [sa[:, 0], *ra[:, 1:].unbind(1), *sa[:, 1:].unbind(1)]
+        x = torch.cat([base, target, *parts], dim=1)
+        return self.towers(self.bottom(x))
+
+    def _encode(self, seq: dict[str, Tensor]) -> Encoded:
+        """Everything that depends on the histories alone (not on the candidate): the encoded
+        histories and, with `disentangle`, each step's similar/dissimilar scales; in training
+        also the extra losses (`aux_loss`)."""
+        o = self.o
         r_mask = seq[REC_ITEM] > 0
         r = self.rec_encoder(
             self._with_age(self._items(seq[REC_ITEM], seq[REC_CAT]), seq[REC_AGE]), r_mask
         )
-        parts = [target, self.rec_attention(target, r, r_mask)]
+        whole = lambda m: torch.ones_like(m, dtype=r.dtype).unsqueeze(1)  # noqa: E731
+        self.aux_loss = None
+        if not o.search_history:
+            return Encoded(r, r_mask, whole(r_mask))
         aux = []
-        if o.search_history:
-            b, n = seq[SRC_ITEM].shape
-            words = seq[SRC_WORD].view(b, n, -1)  # (B, S, Q) query words of each session
-            s_mask = (seq[SRC_ITEM] > 0) | (words > 0).any(-1)
-            mean = masked_mean(self._lookup(words, "word").flatten(0, 1), (words > 0).flatten(0, 1))
-            q = self.query(mean.view(b, n, -1))  # (B, S, D) each session's query in item space
-            item = self._items(seq[SRC_ITEM], seq[SRC_CAT])
-            s = self.src_encoder(q + self._with_age(item, seq[SRC_AGE]), s_mask)
-            parts.append(self.src_attention(target, s, s_mask))
-            if self.training and o.contrastive_weight > 0:
-                aux.append(o.contrastive_weight * self._info_nce(q, item, seq[SRC_ITEM], s_mask))
-            if o.disentangle:
-                r_score, s_score = self.co_attention(r, s, r_mask, s_mask)
-                r_score, s_score = (
-                    r_score.unsqueeze(-1).to(r.dtype),
-                    s_score.unsqueeze(-1).to(r.dtype),
+        b, n = seq[SRC_ITEM].shape
+        words = seq[SRC_WORD].view(b, n, -1)  # (B, S, Q) query words of each session
+        s_mask = (seq[SRC_ITEM] > 0) | (words > 0).any(-1)
+        mean = masked_mean(self._lookup(words, "word").flatten(0, 1), (words > 0).flatten(0, 1))
+        q = self.query(mean.view(b, n, -1))  # (B, S, D) each session's query in item space
+        item = self._items(seq[SRC_ITEM], seq[SRC_CAT])
+        s = self.src_encoder(q + self._with_age(item, seq[SRC_AGE]), s_mask)
+        if self.training and o.contrastive_weight > 0:
+            aux.append(o.contrastive_weight * self._info_nce(q, item, seq[SRC_ITEM], s_mask))
+        if not o.disentangle:
+            h = Encoded(r, r_mask, whole(r_mask), s, s_mask, whole(s_mask))
+        else:
+            r_score, s_score = self.co_attention(r, s, r_mask, s_mask)  # (B, L), (B, S)
+            # each history as a whole, its similar part (score) and its dissimilar part (1 - score)
+            r_scales = torch.stack([torch.ones_like(r_score), r_score, 1 - r_score], 1).to(r.dtype)
+            s_scales = torch.stack([torch.ones_like(s_score), s_score, 1 - s_score], 1).to(s.dtype)
+            h = Encoded(r, r_mask, r_scales, s, s_mask, s_scales)
+            if self.training and o.triplet_weight > 0:
+                both = r_mask.any(1) & s_mask.any(1)
+                pooled = (
+                    self._pooled(r, r_mask, r_scales[:, 1:]),  # feed similar, dissimilar
+                    self._pooled(s, s_mask, s_scales[:, 1:]),  # search similar, dissimilar
                 )
-                r_sim, r_dis, s_sim, s_dis = (
-                    r * r_score,
-                    r * (1 - r_score),
-                    s * s_score,
-                    s * (1 - s_score),
-                )
-                for att, (h, m) in zip(
-                    self.part_attention,
-                    ((r_sim, r_mask), (r_dis, r_mask), (s_sim, s_mask), (s_dis, s_mask)),
-                    strict=True,
-                ):
-                    parts.append(att(target, h, m))
-                if self.training and o.triplet_weight > 0:
-                    both = r_mask.any(1) & s_mask.any(1)
-                    aux.append(
-                        o.triplet_weight
-                        * self._triplet(r_sim, r_dis, s_sim, s_dis, r_mask, s_mask, both)
-                    )
+                aux.append(o.triplet_weight * self._triplet(*pooled, both))
         self.aux_loss = torch.stack(aux).sum() if aux else None
-        x = torch.cat([base, *parts], dim=1)
-        return self.towers(self.bottom(x))
+        return h
+
+    @staticmethod
+    def _pooled(h: Tensor, mask: Tensor, scales: Tensor) -> Tensor:
+        """Masked means of `h * scales[:, k]` for each k (h is zero at padded steps): (B, K, D)."""
+        count = mask.sum(1).clamp_min(1).to(h.dtype).view(-1, 1, 1)
+        return torch.bmm(scales, h) / count
 
     def _info_nce(self, q: Tensor, item: Tensor, item_ids: Tensor, mask: Tensor) -> Tensor:
         """Each query against its own item and the other sessions' items in the batch."""
@@ -276,16 +406,17 @@ class SESRec(nn.Module):
         logits = logits.masked_fill(same, float("-inf"))
         return F.cross_entropy(logits, torch.arange(len(qs), device=qs.device))
 
-    def _triplet(self, r_sim, r_dis, s_sim, s_dis, r_mask, s_mask, rows) -> Tensor:
-        """Similar parts of both histories close, each far from its own dissimilar part."""
+    def _triplet(self, r_pooled: Tensor, s_pooled: Tensor, rows: Tensor) -> Tensor:
+        """Similar parts of both histories close, each far from its own dissimilar part;
+        `*_pooled` (B, 2, D): each history's mean similar and mean dissimilar step."""
         if not rows.any():
-            return r_sim.sum() * 0.0
-        pool = lambda h, m: F.normalize(masked_mean(h, m)[rows].float(), dim=-1)  # noqa: E731
+            return r_pooled.sum() * 0.0
+        unit = lambda x: F.normalize(x[rows].float(), dim=-1)  # noqa: E731
         rs, rd, ss, sd = (
-            pool(r_sim, r_mask),
-            pool(r_dis, r_mask),
-            pool(s_sim, s_mask),
-            pool(s_dis, s_mask),
+            unit(r_pooled[:, 0]),
+            unit(r_pooled[:, 1]),
+            unit(s_pooled[:, 0]),
+            unit(s_pooled[:, 1]),
         )
         m = self.o.margin
         return F.triplet_margin_loss(rs, ss, rd, margin=m) + F.triplet_margin_loss(

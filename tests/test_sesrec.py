@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from models.embedding import EmbeddingSpec, Sequence
 from models.multitask import MultiTaskModel
 from models.registry import build_model
-from models.sesrec import CoAttention, SequenceEncoder
+from models.sesrec import CoAttention, EncoderLayer, SequenceEncoder, TargetAttention, attend
 
 L, S, Q, AGES = 6, 4, 3, 8  # feed history, search history, query words per session, age buckets
 SPEC = EmbeddingSpec(
@@ -121,6 +121,80 @@ def test_padded_history_steps_change_nothing():
     out, out2 = enc(x, mask), enc(noisy, mask)
     torch.testing.assert_close(out, out2)
     assert (out[~mask] == 0).all() and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_the_encoder_layer_computes_pytorchs_transformer_layer(train):
+    """EncoderLayer is nn.TransformerEncoderLayer in fewer ops: the same parameter names (one's
+    state dict loads into the other), the same outputs and input gradients on unpadded steps."""
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
+    ours = EncoderLayer(16, 2, dropout=0.0)
+    ref = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+    ref.load_state_dict(ours.state_dict())
+    ours.train(train), ref.train(train)
+    x = torch.randn(4, 6, 16, generator=gen, requires_grad=True)
+    pad = torch.zeros(4, 6, dtype=torch.bool)
+    pad[0, :2], pad[2, :5] = True, True
+    bias = torch.zeros(4, 6).masked_fill(pad, float("-inf")).repeat_interleave(2, 0).unsqueeze(1)
+    a, b = ours(x, bias), ref(x, src_key_padding_mask=pad)
+    torch.testing.assert_close(a[~pad], b[~pad])
+    (ga,) = torch.autograd.grad(a[~pad].square().sum(), x)
+    (gb,) = torch.autograd.grad(b[~pad].square().sum(), x)
+    torch.testing.assert_close(ga, gb)
+    assert ga[pad].abs().max() == 0  # nothing reads a padded step
+
+
+def test_attend_is_each_head_attending_over_its_scaled_history():
+    """attend's pair of bmm's equals, head by head, a masked softmax target attention over
+    h * scale (the similar and dissimilar parts) computed the plain way."""
+    gen = torch.Generator().manual_seed(6)
+    torch.manual_seed(6)
+    heads = [TargetAttention(8) for _ in range(3)]
+    target, h = torch.randn(5, 8, generator=gen), torch.randn(5, 7, 8, generator=gen)
+    mask = torch.rand(5, 7, generator=gen) > 0.3
+    mask[1] = False  # an empty history attends to nothing
+    h = h * mask.unsqueeze(-1)
+    score = torch.rand(5, 7, generator=gen) * mask
+    scales = torch.stack([torch.ones_like(score), score, 1 - score], 1)
+    out = attend(heads, target, h, mask, scales)
+    for k, head in enumerate(heads):
+        part = h * scales[:, k].unsqueeze(-1)
+        logits = torch.einsum("bd,bld->bl", head.query(target), part) / 8**0.5
+        w = logits.masked_fill(~mask, float("-inf")).softmax(1).nan_to_num(0.0)
+        att = torch.einsum("bl,bld->bd", w, part)
+        torch.testing.assert_close(out[:, k], torch.cat([att, att * target], 1))
+    assert (out[1] == 0).all()
+
+
+@pytest.mark.parametrize("cfg", [FULL, NOSEARCH, NODIS], ids=["full", "nosearch", "nodis"])
+def test_candidates_of_one_context_encode_its_histories_once_with_the_same_scores(cfg):
+    """Scoring candidates (rows in runs with the same histories, other items) encodes each run's
+    histories once; the scores equal those of every row encoded on its own."""
+    gen = torch.Generator().manual_seed(7)
+    sparse, dense, seqs = inputs(6, gen, empty=1)
+    runs = 5  # each context scored with 5 candidate items
+    sparse, dense = sparse.repeat_interleave(runs, 0), dense.repeat_interleave(runs, 0)
+    seqs = tuple(t.repeat_interleave(runs, 0) for t in seqs)
+    sparse[:, 1] = torch.randint(1, 60, (len(sparse),), generator=gen)  # the candidate items
+    torch.manual_seed(0)
+    model = build_model(SPEC, {"kind": "sesrec", **cfg}, 2)
+    encoded = []
+    model.net._encode = record(model.net._encode, encoded)
+    with torch.no_grad():
+        each = model.train()(sparse, dense, seqs)  # training: every row encoded on its own
+        once = model.eval()(sparse, dense, seqs)
+    assert [len(e.r) for e in encoded] == [30, 6]
+    torch.testing.assert_close(once, each)
+
+
+def record(encode, calls: list):
+    def wrapped(seq):
+        out = encode(seq)
+        calls.append(out)
+        return out
+
+    return wrapped
 
 
 def test_co_attention_scores_steps_by_their_best_match_in_the_other_history():
