@@ -14,7 +14,10 @@ loaded by parameter name) on the same batches of the train stage's epoch-1 sampl
 sampled negative per click), with the engine's optimiser and losses. samples/s is the median
 round; the ratio is current / baseline. The largest difference in logits and in the extra
 (InfoNCE + triplet) loss on the first batch is printed: the changes measured here are meant to
-compute the same function.
+compute the same function. GFLOP/s counts the current model's matmul FLOPs per step
+(torch.utils.flop_counter, forward and backward); "of the matmul rate" sets it against an fp32
+matmul of the feed encoder's QKV shape timed in the same run: how close the step is to what
+the arithmetic alone would allow.
 
 SESRec is not in bench/train_speed.py: it reads feed and search histories, which that script's
 synthetic table does not have.
@@ -54,10 +57,12 @@ def baseline_tree(rev: str) -> Path:
 
 
 def one(a: argparse.Namespace) -> None:
-    """One implementation, one round: `a.steps` timed training steps (after 2 warm-up steps)."""
+    """One implementation, one round: `a.steps` timed training steps (after 2 warm-up steps and
+    one counted for its FLOPs)."""
     import dataclasses
 
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from tasks.config.params import load_params
     from tasks.train import epoch_samples
@@ -103,19 +108,36 @@ def one(a: argparse.Namespace) -> None:
 
     for idx in batches[:2]:
         step(idx)
+    with FlopCounterMode(display=False) as flops:  # matmul FLOPs of one step, backward included
+        step(batches[2])
     t = time.perf_counter()
-    for idx in batches[2 : 2 + a.steps]:
+    for idx in batches[3 : 3 + a.steps]:
         step(idx)
     seconds = time.perf_counter() - t
     print(
         json.dumps(
             {
                 "samples_per_s": a.steps * params.train.batch_size / seconds,
+                "gflop_per_s": flops.get_total_flops() * a.steps / seconds / 1e9,
                 "logits": first.detach().flatten()[:4096].tolist(),
                 "extra": None if extra is None else float(extra.detach()),
             }
         )
     )
+
+
+def matmul_rate(m: int, k: int, n: int, threads: int, repeats: int = 20) -> float:
+    """GFLOP/s of an fp32 (m, k) @ (k, n) matmul on this CPU: what the arithmetic can reach."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * m * k * n * repeats / (time.perf_counter() - t) / 1e9
 
 
 def run(impl_path: Path | None, model: str, state: Path, a: argparse.Namespace) -> dict:
@@ -148,10 +170,13 @@ def main() -> None:
         f"SESRec training, {a.threads} threads, {a.rounds} rounds of {a.steps} steps; "
         f"baseline: models/ at {a.baseline}\n"
     )
+    # the feed encoder's QKV matmul at batch 2048 x 30 steps: the model's most common shape
+    ceiling = matmul_rate(61440, 32, 96, a.threads)
     print(
-        "| model | baseline samples/s | current samples/s | ratio | max logit diff | extra-loss diff |"
+        "| model | baseline samples/s | current samples/s | ratio | current GFLOP/s "
+        "| of the matmul rate | max logit diff | extra-loss diff |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in a.models.split(","):
         state = base / f"{name}-init.pt"
         rounds = [(run(None, name, state, a), run(base, name, state, a)) for _ in range(a.rounds)]
@@ -159,11 +184,16 @@ def main() -> None:
         logit = max(abs(x - y) for x, y in zip(cur["logits"], old["logits"], strict=True))
         extra = 0.0 if cur["extra"] is None else abs(cur["extra"] - old["extra"])
         rate = [statistics.median(r[k]["samples_per_s"] for r in rounds) for k in (0, 1)]
+        gflops = statistics.median(r[0]["gflop_per_s"] for r in rounds)
         print(
             f"| {name} | {rate[1]:,.0f} | {rate[0]:,.0f} | {rate[0] / rate[1]:.2f}x "
-            f"| {logit:.1e} | {extra:.1e} |",
+            f"| {gflops:.1f} | {gflops / ceiling:.0%} | {logit:.1e} | {extra:.1e} |",
             flush=True,
         )
+    print(
+        f"\nmatmul rate: {ceiling:.1f} GFLOP/s, fp32 (61440 x 32) @ (32 x 96) on {a.threads} "
+        "threads (torch.utils.flop_counter counts the steps' matmul FLOPs, backward included)"
+    )
     return None
 
 
