@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -169,6 +170,31 @@ def test_failures_name_the_line_in_the_file(raw_dir, tmp_path):
     assert hit["lines"] == [43]  # data row 41 (0-based) is line 43: header, then 1-based
     lines = (d / "src_inter.csv").read_text().splitlines()
     assert "[12, x]" in lines[hit["lines"][0] - 1]
+
+
+def test_data_docs_hold_each_batch_once_and_the_failing_one_in_detail(raw_dir, tmp_path):
+    """A failing batch is checked twice (pass/fail first, then for its details): only the
+    detailed result reaches Data Docs, so the pages per suite are the batches, no more."""
+    d = tmp_path / "raw"
+    shutil.copytree(raw_dir, d)
+    _edit("rec_inter.csv", _set("click", "2", row=2500))(d)
+    n_rec = pl.read_csv(d / "rec_inter.csv", infer_schema=False).height
+    docs = tmp_path / "docs"
+    report = validate_folder(d, P.model_copy(update={"chunk_rows": 1_000}), docs)
+    assert report["failed"] == 1
+    for suite in ("format", "values"):
+        pages = sorted((docs / "validations" / "rec_inter" / suite).rglob("*.html"))
+        assert len(pages) == -(-n_rec // 1_000), suite
+    texts = [_page_text(p) for p in (docs / "validations" / "rec_inter").rglob("*.html")]
+    (failing,) = [t for t in texts if "Unsuccessful Expectations 1 " in t]
+    # SUMMARY's table of unexpected values and their counts; the quick BASIC pass has none
+    assert "Unexpected Value Count 2 1 " in failing
+
+
+def _page_text(page: Path) -> str:
+    """A Data Docs page's words: scripts, styles and tags dropped, whitespace collapsed."""
+    html = re.sub(r"<(script|style).*?</\1>", " ", page.read_text(), flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
 
 
 def test_batches_give_the_same_report_as_one_pass(raw_dir, tmp_path):
