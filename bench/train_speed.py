@@ -9,6 +9,7 @@ RSS and per-task test AUC, the ratios to DeepCTR-Torch, then one JSON line.
 
     python bench/train_speed.py                      # 1M rows, CPU, sarflow + installed peers
     python bench/train_speed.py --device cuda --batch 16384
+    python bench/train_speed.py --models ple --rows 200000 --profile 15   # where a step's time goes
     pip install -e '.[bench]'                        # the peers: deepctr-torch, torch-rechub
 """
 
@@ -244,7 +245,15 @@ def one(a: argparse.Namespace) -> None:
     framework, model = a.one.split(":")
     xs, xd, y = make_data(a.rows + a.test_rows, seed=0)
     data = ((xs[: a.rows], xd[: a.rows], y[: a.rows]), (xs[a.rows :], xd[a.rows :], y[a.rows :]))
-    out = RUNNERS[framework](model, a, data)
+    if a.profile:  # torch.profiler around the whole run (training and the test prediction)
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = RUNNERS[framework](model, a, data)
+        averages = prof.key_averages()
+        out["profile"] = averages.table(sort_by="self_cpu_time_total", row_limit=a.profile)
+    else:
+        out = RUNNERS[framework](model, a, data)
     out.update(
         framework=framework,
         model=model,
@@ -276,6 +285,13 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--frameworks", default="sarflow,deepctr-torch,torch-rechub")
     ap.add_argument("--tmp", default="/tmp")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print each run's N costliest ops (torch.profiler, self CPU time); slows the runs",
+    )
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
@@ -295,6 +311,7 @@ def main() -> None:
                 print(f"{framework} {model}: failed\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
                 continue
             r = json.loads(line[7:])
+            table = r.pop("profile", None)
             results.append(r)
             aucs = ", ".join(f"{t} {v:.4f}" for t, v in r["auc"].items())
             print(
@@ -302,6 +319,8 @@ def main() -> None:
                 f"peak RSS {r['peak_rss_mib']:6.0f} MiB  test AUC {aucs}  ({r['note']})",
                 flush=True,
             )
+            if table:
+                print(table, flush=True)
     by = {(r["framework"], r["model"]): r for r in results}
     ratios = {}
     for model in a.models.split(","):
