@@ -1,0 +1,200 @@
+"""The SESRec authors' own code (github.com/Ethan00Si/SESREC-SIGIR-2023) as a peer, on sarflow's data.
+
+Converts a project's split data and ranking candidates into the official code's "amazon" layout
+(ids only: users, items, queries and their words; the "commercial" layout's extra user and item
+fields are Kuaishou's private ones), writes its constants from the data, then trains it and
+scores sarflow's own candidates with its tester: each ranked test click and its 99 negatives are
+the tester's group of 100 (it hard-codes 99 negatives; `candidates.negatives` is 99 by default).
+Prints NDCG@10, HR@10 and MRR from its tester and its training rows/s, then one JSON line.
+
+    git clone <a local copy of the official repository> /tmp/sesrec-official   # nothing is downloaded
+    python -m venv /tmp/sesvenv && /tmp/sesvenv/bin/pip install torch==2.13.0 numpy pandas \\
+        scikit-learn tqdm pyyaml tensorboard
+    dvc repro candidates                                                        # in the project
+    python bench/sesrec_official.py --official /tmp/sesrec-official --python /tmp/sesvenv/bin/python
+
+The official code runs in its own interpreter (`--python`), in a copy of `--official` under
+`--work`: its `config/const.py` is rewritten there with this data's sizes. Its training takes
+positives only (clicks), each against `--num-negs` items it samples itself; a row there is not a
+sarflow sample, so rows/s is reported as what it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def convert(project: Path, out: Path, rec_len: int, src_len: int) -> dict[str, int]:
+    """Write the official layout under `out` (data/amazon/...); returns its sizes."""
+    split, cands = project / "data" / "split", project / "data" / "candidates"
+    rec_hist = pl.read_parquet(split / "rec_history.parquet")
+    src_hist = pl.read_parquet(split / "src_history.parquet")
+    rec_train = pl.read_parquet(split / "rec_train.parquet").filter(pl.col("click") == 1)
+    parts = {p: pl.read_parquet(split / f"rec_{p}.parquet") for p in ("valid", "test")}
+    groups = {p: pl.read_parquet(cands / f"{p}.parquet") for p in ("valid", "test")}
+
+    items = pl.concat(
+        [rec_hist["item_id"], rec_train["item_id"], src_hist["item_id"]]
+        + [g["raw_item_id"].explode() for g in groups.values()]
+    ).unique().sort()  # fmt: skip
+    item_of = {int(v): i + 1 for i, v in enumerate(items)}  # 0 is the official code's padding
+    users = pl.concat([rec_hist["user_id"], rec_train["user_id"], src_hist["user_id"]]).unique()
+    user_of = {int(v): i for i, v in enumerate(users.sort())}
+    queries = {tuple(k): i + 1 for i, k in enumerate(src_hist["keyword"].unique().sort())}
+    words = int(src_hist["keyword"].explode().max()) + 2  # word id + 1 (0: padding)
+
+    user_vocab = {u: {"id": u, "rec_his": [], "src_his": []} for u in user_of.values()}
+    for u, it in rec_hist.select("user_id", "item_id").iter_rows():  # chronological per user
+        user_vocab[user_of[u]]["rec_his"].append(item_of[it])
+    sessions = {}
+    for u, s, kw, it in src_hist.select(
+        "user_id", "search_session_id", "keyword", "item_id"
+    ).iter_rows():
+        key = str(s)
+        user_vocab[user_of[u]]["src_his"].append(key)
+        sessions[key] = {
+            "query_id": queries[tuple(kw)],
+            "search_source": 0,
+            "click_items": [item_of[it]],
+            "relevant_item": [item_of[it]],
+            "keyword_seg": [w + 1 for w in kw],
+        }  # fmt: skip
+
+    data = out / "data" / "amazon"
+    (data / "dataset").mkdir(parents=True, exist_ok=True)
+    (data / "vocab").mkdir(parents=True, exist_ok=True)
+    cols = ["u_id", "i_id", "rec_his", "src_his", "label"]
+    train = rec_train.select(
+        pl.col("user_id").replace_strict(user_of).alias("u_id"),
+        pl.col("item_id").replace_strict(item_of).alias("i_id"),
+        pl.col("rec_hist_len").alias("rec_his"),
+        pl.col("src_hist_len").alias("src_his"),
+        pl.lit(1).alias("label"),
+    )
+    train.write_csv(data / "dataset" / "train_inter.tsv", separator="\t")
+    for part, g in groups.items():  # one group of 100 rows per ranked click, the positive first
+        rows = (
+            parts[part]
+            .with_row_index("row")
+            .select(pl.col("row").cast(pl.Int64), "rec_hist_len", "src_hist_len")
+        )
+        g = g.join(rows, on="row", how="left", maintain_order="left").with_columns(
+            label=pl.int_ranges(pl.col("raw_item_id").list.len()).list.eval(
+                (pl.element() == 0).cast(pl.Int64)
+            )
+        )
+        flat = g.explode("raw_item_id", "label").select(
+            pl.col("raw_user_id").replace_strict(user_of).alias("u_id"),
+            pl.col("raw_item_id").replace_strict(item_of).alias("i_id"),
+            pl.col("rec_hist_len").alias("rec_his"),
+            pl.col("src_hist_len").alias("src_his"),
+            "label",
+        )
+        flat.select(cols).write_csv(data / "dataset" / f"{part}_inter.tsv", separator="\t")
+    for name, obj in (
+        ("user_vocab", user_vocab),
+        ("item_vocab", {i: {"id": i} for i in item_of.values()}),
+        ("s_session_vocab", sessions),
+    ):
+        with open(data / "vocab" / f"{name}.pickle", "wb") as f:
+            pickle.dump(obj, f)
+    return {
+        "item_id_num": len(item_of) + 1,
+        "user_id_num": len(user_of),
+        "query_id_num": len(queries) + 1,
+        "query_word_segs_num": words,
+        "max_rec_his_len": rec_len,
+        "max_src_his_len": src_len,
+        "max_words_of_query": int(src_hist["keyword"].list.len().max()),
+        "max_src_click_item": 1,
+        "train_rows": train.height,
+        "test_groups": groups["test"].height,
+    }
+
+
+def set_constants(const: Path, sizes: dict[str, int]) -> None:
+    """Rewrite the amazon block of the copy's config/const.py with this data's sizes."""
+    text = const.read_text()
+    head, amazon = text.split("def init_dataset_setting_amazon", 1)
+    for name, value in sizes.items():
+        amazon, n = re.subn(rf"(\n\s*{name} = )[^\n#]*", rf"\g<1>{value} ", amazon)
+        if name in ("item_id_num", "user_id_num", "max_rec_his_len") and n != 1:
+            sys.exit(f"{const}: found {n} assignments of {name}; the official code has changed")
+    const.write_text(head + "def init_dataset_setting_amazon" + amazon)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--official", type=Path, required=True, help="a local clone of the official code"
+    )
+    ap.add_argument("--python", default=sys.executable, help="the interpreter that runs it")
+    ap.add_argument("--project", type=Path, default=ROOT, help="after `dvc repro candidates`")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/sesrec-official-run"))
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--num-negs", type=int, default=4)
+    a = ap.parse_args()
+    from tasks.config.params import load_params
+
+    fp = load_params(a.project / "params.yaml").features
+    shutil.rmtree(a.work, ignore_errors=True)
+    shutil.copytree(a.official, a.work, ignore=shutil.ignore_patterns(".git", "data", "workspace"))
+    (a.work / "workspace").mkdir()
+    sizes = convert(a.project, a.work, fp.history_len, fp.search_history_len)
+    set_constants(a.work / "config" / "const.py", sizes)
+    cmd = [
+        a.python, "main.py", "--name", "SESRec", "--workspace", "./workspace/SESRec", "--use_cpu",
+        "--epochs", str(a.epochs), "--model", "SESRec", "--batch_size", str(a.batch),
+        "--num_negs", str(a.num_negs), "--dataset_name", "amazon",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=a.work, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    logs = sorted((a.work / "workspace" / "SESRec").glob("*/log/default.log"))
+    log = logs[-1].read_text() if logs else ""
+    if proc.returncode != 0 or "TEST results" not in log:
+        sys.exit(f"the official code failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    # each training epoch: from the log line before its "epoch k:" line to that line (the
+    # validation passes between epochs are left out)
+    import datetime as dt
+
+    lines = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) - (.*)$", log, re.M)
+    at = [dt.datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f") for t, _ in lines]
+    train_s = sum(
+        (at[i] - at[i - 1]).total_seconds()
+        for i, (_, text) in enumerate(lines)
+        if i and re.match(r"epoch \d+:", text)
+    )
+    test = log.split("TEST results", 1)[1]
+    metrics = {
+        k: float(v) for k, v in re.findall(r"'([a-z@0-9]+)': (?:np\.float64\()?([0-9.]+)", test)
+    }
+    rows_s = sizes["train_rows"] * a.epochs / train_s
+    print(f"converted: {sizes}")
+    print(
+        f"official SESRec, {a.epochs} epoch(s): NDCG@10 {metrics.get('ndcg@10', float('nan')):.4f}, "
+        f"HR@10 {metrics.get('hit@10', float('nan')):.4f}, MRR {metrics.get('mrr', float('nan')):.4f} "
+        f"on {sizes['test_groups']} test groups; {rows_s:,.0f} training rows/s "
+        f"(each a click and {a.num_negs} sampled negatives), "
+        f"{wall:.0f} s in all"
+    )
+    print(json.dumps({"bench": "sesrec_official", "sizes": sizes, "metrics": metrics,
+                      "train_s": train_s, "rows_per_s": rows_s, "wall_s": wall}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
