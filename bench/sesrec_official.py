@@ -37,8 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def convert(project: Path, out: Path, rec_len: int, src_len: int) -> dict[str, int]:
-    """Write the official layout under `out` (data/amazon/...); returns its sizes."""
+def dense(values: pl.Series, first: int) -> dict:
+    """value -> first, first + 1, ... in sorted order."""
+    return {v: i + first for i, v in enumerate(values.unique().sort().to_list())}
+
+
+def convert(project: Path, out: Path, layout: str, rec_len: int, src_len: int) -> dict[str, int]:
+    """Write the official `layout` under `out` (data/<layout>/...); returns its sizes."""
     split, cands = project / "data" / "split", project / "data" / "candidates"
     rec_hist = pl.read_parquet(split / "rec_history.parquet")
     src_hist = pl.read_parquet(split / "src_history.parquet")
@@ -57,6 +62,39 @@ def convert(project: Path, out: Path, rec_len: int, src_len: int) -> dict[str, i
     words = int(src_hist["keyword"].explode().max()) + 2  # word id + 1 (0: padding)
 
     user_vocab = {u: {"id": u, "rec_his": [], "src_his": []} for u in user_of.values()}
+    item_vocab = {i: {"id": i} for i in item_of.values()}
+    extra: dict[str, int] = {}
+    source_of: dict[int, int] = {}
+    if layout == "commercial":  # the release's nearest fields in the authors' private slots
+        raw = project / "data" / "raw"
+        uf = pl.read_csv(raw / "user_features.csv").filter(pl.col("user_id").is_in(list(user_of)))
+        for slot, col in (("gender", "onehot_feat1"), ("age", "onehot_feat2"),
+                          ("src_level", "search_active_level")):  # fmt: skip
+            codes = dense(uf[col], 1)  # 0: a user without a features row
+            for u, v in uf.select("user_id", col).iter_rows():
+                user_vocab[user_of[u]][slot] = codes[v]
+            for d in user_vocab.values():
+                d.setdefault(slot, 0)
+            extra[f"user_{slot}_num"] = len(codes) + 1
+        itf = pl.read_csv(
+            raw / "item_features.csv",
+            columns=["item_id", "first_level_category_id", "second_level_category_id"],
+        ).filter(pl.col("item_id").is_in(list(item_of)))
+        for slot, col in (
+            ("type1", "first_level_category_id"),
+            ("cate", "second_level_category_id"),
+        ):
+            codes = dense(itf[col], 1)
+            for it, v in itf.select("item_id", col).iter_rows():
+                item_vocab[item_of[it]][slot] = codes[v]
+            for d in item_vocab.values():
+                d.setdefault(slot, 0)
+            extra[f"item_{slot}_num"] = len(codes) + 1
+        src = pl.read_csv(raw / "src_inter.csv", columns=["search_session_id", "search_source"])
+        src = src.unique("search_session_id")
+        codes = dense(src["search_source"], 0)
+        source_of = {s_: codes[v] for s_, v in src.iter_rows()}
+        extra["query_search_source_num"] = len(codes)
     for u, it in rec_hist.select("user_id", "item_id").iter_rows():  # chronological per user
         user_vocab[user_of[u]]["rec_his"].append(item_of[it])
     sessions = {}
@@ -67,13 +105,13 @@ def convert(project: Path, out: Path, rec_len: int, src_len: int) -> dict[str, i
         user_vocab[user_of[u]]["src_his"].append(key)
         sessions[key] = {
             "query_id": queries[tuple(kw)],
-            "search_source": 0,
+            "search_source": source_of.get(s, 0),
             "click_items": [item_of[it]],
             "relevant_item": [item_of[it]],
             "keyword_seg": [w + 1 for w in kw],
         }  # fmt: skip
 
-    data = out / "data" / "amazon"
+    data = out / "data" / layout
     (data / "dataset").mkdir(parents=True, exist_ok=True)
     (data / "vocab").mkdir(parents=True, exist_ok=True)
     cols = ["u_id", "i_id", "rec_his", "src_his", "label"]
@@ -106,7 +144,7 @@ def convert(project: Path, out: Path, rec_len: int, src_len: int) -> dict[str, i
         flat.select(cols).write_csv(data / "dataset" / f"{part}_inter.tsv", separator="\t")
     for name, obj in (
         ("user_vocab", user_vocab),
-        ("item_vocab", {i: {"id": i} for i in item_of.values()}),
+        ("item_vocab", item_vocab),
         ("s_session_vocab", sessions),
     ):
         with open(data / "vocab" / f"{name}.pickle", "wb") as f:
@@ -120,20 +158,25 @@ def convert(project: Path, out: Path, rec_len: int, src_len: int) -> dict[str, i
         "max_src_his_len": src_len,
         "max_words_of_query": int(src_hist["keyword"].list.len().max()),
         "max_src_click_item": 1,
+        **extra,
         "train_rows": train.height,
         "test_groups": groups["test"].height,
     }
 
 
-def set_constants(const: Path, sizes: dict[str, int]) -> None:
-    """Rewrite the amazon block of the copy's config/const.py with this data's sizes."""
+def set_constants(const: Path, layout: str, sizes: dict[str, int]) -> None:
+    """Rewrite the `layout` block of the copy's config/const.py with this data's sizes."""
     text = const.read_text()
-    head, amazon = text.split("def init_dataset_setting_amazon", 1)
+    blocks = re.split(r"(?=\ndef init_dataset_setting_)", text)
+    mark = f"\ndef init_dataset_setting_{layout}("
+    i = next((k for k, b in enumerate(blocks) if b.startswith(mark)), None)
+    if i is None:
+        sys.exit(f"{const}: no init_dataset_setting_{layout}(); the official code has changed")
     for name, value in sizes.items():
-        amazon, n = re.subn(rf"(\n\s*{name} = )[^\n#]*", rf"\g<1>{value} ", amazon)
+        blocks[i], n = re.subn(rf"(\n\s*{name} = )[^\n#]*", rf"\g<1>{value} ", blocks[i])
         if name in ("item_id_num", "user_id_num", "max_rec_his_len") and n != 1:
             sys.exit(f"{const}: found {n} assignments of {name}; the official code has changed")
-    const.write_text(head + "def init_dataset_setting_amazon" + amazon)
+    const.write_text("".join(blocks))
 
 
 def main() -> None:
@@ -147,6 +190,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--num-negs", type=int, default=4)
+    ap.add_argument(
+        "--layout",
+        choices=["amazon", "commercial"],
+        default="commercial",
+        help="commercial: also user levels/one-hot fields, item categories, search source",
+    )
     a = ap.parse_args()
     from tasks.config.params import load_params
 
@@ -154,12 +203,12 @@ def main() -> None:
     shutil.rmtree(a.work, ignore_errors=True)
     shutil.copytree(a.official, a.work, ignore=shutil.ignore_patterns(".git", "data", "workspace"))
     (a.work / "workspace").mkdir()
-    sizes = convert(a.project, a.work, fp.history_len, fp.search_history_len)
-    set_constants(a.work / "config" / "const.py", sizes)
+    sizes = convert(a.project, a.work, a.layout, fp.history_len, fp.search_history_len)
+    set_constants(a.work / "config" / "const.py", a.layout, sizes)
     cmd = [
         a.python, "main.py", "--name", "SESRec", "--workspace", "./workspace/SESRec", "--use_cpu",
         "--epochs", str(a.epochs), "--model", "SESRec", "--batch_size", str(a.batch),
-        "--num_negs", str(a.num_negs), "--dataset_name", "amazon",
+        "--num_negs", str(a.num_negs), "--dataset_name", a.layout,
     ]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=a.work, capture_output=True, text=True)
@@ -184,7 +233,7 @@ def main() -> None:
         k: float(v) for k, v in re.findall(r"'([a-z@0-9]+)': (?:np\.float64\()?([0-9.]+)", test)
     }
     rows_s = sizes["train_rows"] * a.epochs / train_s
-    print(f"converted: {sizes}")
+    print(f"converted ({a.layout} layout): {sizes}")
     print(
         f"official SESRec, {a.epochs} epoch(s): NDCG@10 {metrics.get('ndcg@10', float('nan')):.4f}, "
         f"HR@10 {metrics.get('hit@10', float('nan')):.4f}, MRR {metrics.get('mrr', float('nan')):.4f} "
@@ -192,7 +241,7 @@ def main() -> None:
         f"(each a click and {a.num_negs} sampled negatives), "
         f"{wall:.0f} s in all"
     )
-    print(json.dumps({"bench": "sesrec_official", "sizes": sizes, "metrics": metrics,
+    print(json.dumps({"bench": "sesrec_official", "layout": a.layout, "sizes": sizes, "metrics": metrics,
                       "train_s": train_s, "rows_per_s": rows_s, "wall_s": wall}))  # fmt: skip
 
 
