@@ -1,28 +1,32 @@
 """The SESRec authors' own code (github.com/Ethan00Si/SESREC-SIGIR-2023) as a peer, on sarflow's data.
 
-Converts a project's split data and ranking candidates into the official code's "amazon" layout
-(ids only: users, items, queries and their words; the "commercial" layout's extra user and item
-fields are Kuaishou's private ones), writes its constants from the data, then trains it and
-scores sarflow's own candidates with its tester: each ranked test click and its 99 negatives are
-the tester's group of 100 (it hard-codes 99 negatives; `candidates.negatives` is 99 by default).
-Prints NDCG@10, HR@10 and MRR from its tester and its training rows/s, then one JSON line.
+Converts a project's split data and ranking candidates into the official code's own layout:
+"commercial" (the paper's Kuaishou layout; the release's nearest fields fill the authors' private
+user and item slots) or "amazon" (ids only). Writes its constants from the data, then trains it
+and scores sarflow's own candidates with its tester: each ranked test click and its 99 negatives
+are the tester's group of 100 (it hard-codes 99; `candidates.negatives` is 99 by default).
+Prints NDCG@10, HR@10 and MRR from its tester and its training rows/s; with `--pair-with` a sarflow
+model's ranks.parquet, per-click paired CIs (the copy's tester is patched to write its group
+scores); then one JSON line.
 
     git clone <a local copy of the official repository> /tmp/sesrec-official   # nothing is downloaded
     python -m venv /tmp/sesvenv && /tmp/sesvenv/bin/pip install torch==2.13.0 numpy pandas \\
         scikit-learn tqdm pyyaml tensorboard
     dvc repro candidates                                                        # in the project
-    python bench/sesrec_official.py --official /tmp/sesrec-official --python /tmp/sesvenv/bin/python
+    python bench/sesrec_official.py --official /tmp/sesrec-official --python /tmp/sesvenv/bin/python \\
+        --pair-with artifacts/sesrec/ranks.parquet                             # after dvc repro evaluate@sesrec
 
 The official code runs in its own interpreter (`--python`), in a copy of `--official` under
-`--work`: its `config/const.py` is rewritten there with this data's sizes. Its training takes
-positives only (clicks), each against `--num-negs` items it samples itself; a row there is not a
-sarflow sample, so rows/s is reported as what it is.
+`--work`: its `config/const.py` is rewritten there with this data's sizes, and its tester writes
+its group scores. Its training takes positives only (clicks), each against `--num-negs` items it
+samples itself; a row there is not a sarflow sample, so rows/s is reported as what it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import re
 import shutil
@@ -31,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +184,43 @@ def set_constants(const: Path, layout: str, sizes: dict[str, int]) -> None:
     const.write_text("".join(blocks))
 
 
+DUMP_HOOK = """
+        if os.environ.get("SARFLOW_DUMP"):  # added by sarflow's bench: per-group scores, for pairs
+            np.save(os.environ["SARFLOW_DUMP"], np.asarray(group_preds))
+"""
+
+
+def dump_group_scores(tester: Path) -> None:
+    """Make the copy's tester write each evaluation's group scores (the last one: test)."""
+    text = tester.read_text()
+    anchor = "        res_pairwise = self.judger.cal_metric("
+    if anchor not in text:
+        sys.exit(f"{tester}: no {anchor.strip()!r}; the official code has changed")
+    text = "import os\n" + text.replace(anchor, DUMP_HOOK.lstrip("\n") + anchor, 1)
+    tester.write_text(text)
+
+
+def paired_with(scores: np.ndarray, project: Path, ranks: Path) -> dict[str, dict]:
+    """The official ranks of the positives (ties to the positive, as sarflow ranks) against a
+    sarflow model's ranks.parquet on the same candidates: per-click paired CIs (sarflow - it)."""
+    from tasks.evaluation.candidates import click_values
+    from tasks.evaluation.paired import paired_mean
+
+    rank = 1 + (scores[:, 1:] > scores[:, :1]).sum(1)  # the positive is each group's first row
+    rows = pl.read_parquet(project / "data" / "candidates" / "test.parquet")["row"]
+    theirs = pl.DataFrame({"row": rows, "rank_official": rank})
+    both = pl.read_parquet(ranks).select("row", "rank").join(theirs, on="row")
+    if both.height != len(rows):
+        sys.exit(f"{ranks} ranks other clicks than {project}/data/candidates/test.parquet")
+    return {
+        m: paired_mean(
+            click_values(both["rank"].to_numpy(), m),
+            click_values(both["rank_official"].to_numpy(), m),
+        )
+        for m in ("ndcg@10", "hr@10", "mrr")
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -196,6 +238,11 @@ def main() -> None:
         default="commercial",
         help="commercial: also user levels/one-hot fields, item categories, search source",
     )
+    ap.add_argument(
+        "--pair-with",
+        type=Path,
+        help="a sarflow model's ranks.parquet on these candidates (artifacts/MODEL/ranks.parquet)",
+    )
     a = ap.parse_args()
     from tasks.config.params import load_params
 
@@ -205,13 +252,16 @@ def main() -> None:
     (a.work / "workspace").mkdir()
     sizes = convert(a.project, a.work, a.layout, fp.history_len, fp.search_history_len)
     set_constants(a.work / "config" / "const.py", a.layout, sizes)
+    dump_group_scores(a.work / "tester.py")
+    dump = a.work / "group_scores.npy"
     cmd = [
         a.python, "main.py", "--name", "SESRec", "--workspace", "./workspace/SESRec", "--use_cpu",
         "--epochs", str(a.epochs), "--model", "SESRec", "--batch_size", str(a.batch),
         "--num_negs", str(a.num_negs), "--dataset_name", a.layout,
     ]  # fmt: skip
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=a.work, capture_output=True, text=True)
+    env = dict(os.environ, SARFLOW_DUMP=str(dump))
+    proc = subprocess.run(cmd, cwd=a.work, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     logs = sorted((a.work / "workspace" / "SESRec").glob("*/log/default.log"))
     log = logs[-1].read_text() if logs else ""
@@ -241,7 +291,15 @@ def main() -> None:
         f"(each a click and {a.num_negs} sampled negatives), "
         f"{wall:.0f} s in all"
     )
-    print(json.dumps({"bench": "sesrec_official", "layout": a.layout, "sizes": sizes, "metrics": metrics,
+    pairs = {}
+    if a.pair_with:
+        pairs = paired_with(np.load(dump), a.project, a.pair_with)
+        for m, c in pairs.items():
+            print(
+                f"  {a.pair_with} - official, {m}: {c['diff']:+.4f} "
+                f"[{c['lo']:+.4f}, {c['hi']:+.4f}] over {c['n']} clicks"
+            )
+    print(json.dumps({"bench": "sesrec_official", "layout": a.layout, "pairs": pairs, "sizes": sizes, "metrics": metrics,
                       "train_s": train_s, "rows_per_s": rows_s, "wall_s": wall}))  # fmt: skip
 
 
