@@ -47,6 +47,23 @@ def dense(values: pl.Series, first: int) -> dict:
     return {v: i + first for i, v in enumerate(values.unique().sort().to_list())}
 
 
+def fill_slots(
+    vocab: dict[int, dict], index_of: dict[int, int], table: pl.DataFrame, slots: dict[str, str]
+) -> dict[str, int]:
+    """Each `slot: column` of `table` (keyed by its first column, the raw id) into `vocab` as codes
+    from 1 (0: an id without a row); returns each slot's code count with the padding."""
+    key = table.columns[0]
+    counts = {}
+    for slot, col in slots.items():
+        codes = dense(table[col], 1)
+        for raw_id, v in table.select(key, col).iter_rows():
+            vocab[index_of[raw_id]][slot] = codes[v]
+        for d in vocab.values():
+            d.setdefault(slot, 0)
+        counts[slot] = len(codes) + 1
+    return counts
+
+
 def convert(project: Path, out: Path, layout: str, rec_len: int, src_len: int) -> dict[str, int]:
     """Write the official `layout` under `out` (data/<layout>/...); returns its sizes."""
     split, cands = project / "data" / "split", project / "data" / "candidates"
@@ -72,31 +89,23 @@ def convert(project: Path, out: Path, layout: str, rec_len: int, src_len: int) -
     source_of: dict[int, int] = {}
     if layout == "commercial":  # the release's nearest fields in the authors' private slots
         raw = project / "data" / "raw"
-        uf = pl.read_csv(raw / "user_features.csv").filter(pl.col("user_id").is_in(list(user_of)))
-        for slot, col in (("gender", "onehot_feat1"), ("age", "onehot_feat2"),
-                          ("src_level", "search_active_level")):  # fmt: skip
-            codes = dense(uf[col], 1)  # 0: a user without a features row
-            for u, v in uf.select("user_id", col).iter_rows():
-                user_vocab[user_of[u]][slot] = codes[v]
-            for d in user_vocab.values():
-                d.setdefault(slot, 0)
-            extra[f"user_{slot}_num"] = len(codes) + 1
-        itf = pl.read_csv(
-            raw / "item_features.csv",
-            columns=["item_id", "first_level_category_id", "second_level_category_id"],
-        ).filter(pl.col("item_id").is_in(list(item_of)))
-        for slot, col in (
-            ("type1", "first_level_category_id"),
-            ("cate", "second_level_category_id"),
+        user_slots = {
+            "gender": "onehot_feat1",
+            "age": "onehot_feat2",
+            "src_level": "search_active_level",
+        }
+        item_slots = {"type1": "first_level_category_id", "cate": "second_level_category_id"}
+        for prefix, vocab, index_of, file, slots in (
+            ("user", user_vocab, user_of, "user_features.csv", user_slots),
+            ("item", item_vocab, item_of, "item_features.csv", item_slots),
         ):
-            codes = dense(itf[col], 1)
-            for it, v in itf.select("item_id", col).iter_rows():
-                item_vocab[item_of[it]][slot] = codes[v]
-            for d in item_vocab.values():
-                d.setdefault(slot, 0)
-            extra[f"item_{slot}_num"] = len(codes) + 1
+            key = f"{prefix}_id"
+            table = pl.read_csv(raw / file, columns=[key, *slots.values()])
+            table = table.filter(pl.col(key).is_in(list(index_of)))
+            counts = fill_slots(vocab, index_of, table, slots)
+            extra |= {f"{prefix}_{slot}_num": n for slot, n in counts.items()}
         src = pl.read_csv(raw / "src_inter.csv", columns=["search_session_id", "search_source"])
-        src = src.unique("search_session_id")
+        src = src.unique("search_session_id", keep="first", maintain_order=True)
         codes = dense(src["search_source"], 0)
         source_of = {s_: codes[v] for s_, v in src.iter_rows()}
         extra["query_search_source_num"] = len(codes)
@@ -203,10 +212,10 @@ def dump_group_scores(tester: Path) -> None:
 def paired_with(scores: np.ndarray, project: Path, ranks: Path) -> dict[str, dict]:
     """The official ranks of the positives (ties to the positive, as sarflow ranks) against a
     sarflow model's ranks.parquet on the same candidates: per-click paired CIs (sarflow - it)."""
-    from tasks.evaluation.candidates import click_values
+    from tasks.evaluation.candidates import click_values, ranks_of
     from tasks.evaluation.paired import paired_mean
 
-    rank = 1 + (scores[:, 1:] > scores[:, :1]).sum(1)  # the positive is each group's first row
+    rank = ranks_of(scores)  # the positive is each group's first row, as in sarflow's candidates
     rows = pl.read_parquet(project / "data" / "candidates" / "test.parquet")["row"]
     theirs = pl.DataFrame({"row": rows, "rank_official": rank})
     both = pl.read_parquet(ranks).select("row", "rank").join(theirs, on="row")
@@ -219,6 +228,23 @@ def paired_with(scores: np.ndarray, project: Path, ranks: Path) -> dict[str, dic
         )
         for m in ("ndcg@10", "hr@10", "mrr")
     }
+
+
+def read_log(log: str) -> tuple[float, dict[str, float]]:
+    """From the official run's log: the training epochs' seconds (each from the log line before
+    its "epoch k:" line to that line: validation passes left out) and the test metrics."""
+    import datetime as dt
+
+    lines = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) - (.*)$", log, re.M)
+    at = [dt.datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f") for t, _ in lines]
+    train_s = sum(
+        (at[i] - at[i - 1]).total_seconds()
+        for i, (_, text) in enumerate(lines)
+        if i and re.match(r"epoch \d+:", text)
+    )
+    test = log.split("TEST results", 1)[1]
+    found = re.findall(r"'([a-z@0-9]+)': (?:np\.float64\()?([0-9.]+)", test)
+    return train_s, {k: float(v) for k, v in found}
 
 
 def main() -> None:
@@ -267,21 +293,7 @@ def main() -> None:
     log = logs[-1].read_text() if logs else ""
     if proc.returncode != 0 or "TEST results" not in log:
         sys.exit(f"the official code failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    # each training epoch: from the log line before its "epoch k:" line to that line (the
-    # validation passes between epochs are left out)
-    import datetime as dt
-
-    lines = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) - (.*)$", log, re.M)
-    at = [dt.datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f") for t, _ in lines]
-    train_s = sum(
-        (at[i] - at[i - 1]).total_seconds()
-        for i, (_, text) in enumerate(lines)
-        if i and re.match(r"epoch \d+:", text)
-    )
-    test = log.split("TEST results", 1)[1]
-    metrics = {
-        k: float(v) for k, v in re.findall(r"'([a-z@0-9]+)': (?:np\.float64\()?([0-9.]+)", test)
-    }
+    train_s, metrics = read_log(log)
     rows_s = sizes["train_rows"] * a.epochs / train_s
     print(f"converted ({a.layout} layout): {sizes}")
     print(
@@ -293,12 +305,11 @@ def main() -> None:
     )
     pairs = {}
     if a.pair_with:
+        from tasks.evaluation.paired import ci_text
+
         pairs = paired_with(np.load(dump), a.project, a.pair_with)
         for m, c in pairs.items():
-            print(
-                f"  {a.pair_with} - official, {m}: {c['diff']:+.4f} "
-                f"[{c['lo']:+.4f}, {c['hi']:+.4f}] over {c['n']} clicks"
-            )
+            print(f"  {a.pair_with} - official, {m}: {ci_text(c)} over {c['n']} clicks")
     print(json.dumps({"bench": "sesrec_official", "layout": a.layout, "pairs": pairs, "sizes": sizes, "metrics": metrics,
                       "train_s": train_s, "rows_per_s": rows_s, "wall_s": wall}))  # fmt: skip
 

@@ -245,15 +245,17 @@ def one(a: argparse.Namespace) -> None:
     framework, model = a.one.split(":")
     xs, xd, y = make_data(a.rows + a.test_rows, seed=0)
     data = ((xs[: a.rows], xd[: a.rows], y[: a.rows]), (xs[a.rows :], xd[a.rows :], y[a.rows :]))
-    if a.profile:  # torch.profiler around the whole run (training and the test prediction)
-        from torch.profiler import ProfilerActivity, profile
+    from contextlib import nullcontext
 
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            out = RUNNERS[framework](model, a, data)
-        averages = prof.key_averages()
-        out["profile"] = averages.table(sort_by="self_cpu_time_total", row_limit=a.profile)
-    else:
+    from torch.profiler import ProfilerActivity, profile
+
+    # with --profile: torch.profiler around the whole run (training and the test prediction)
+    prof = profile(activities=[ProfilerActivity.CPU]) if a.profile else nullcontext()
+    with prof:
         out = RUNNERS[framework](model, a, data)
+    if a.profile:
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.profile)
+        out["profile"] = table
     out.update(
         framework=framework,
         model=model,
