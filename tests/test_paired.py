@@ -7,10 +7,16 @@ import polars as pl
 import pytest
 
 from tasks.config.params import ReportParams
-from tasks.evaluation.candidates import click_values, rank_metrics
+from tasks.evaluation.candidates import click_values, rank_metrics, ranks_of
 from tasks.evaluation.metrics import auc
 from tasks.evaluation.paired import _Ranked, _weighted_auc, compare, paired_auc, paired_mean
 from tasks.report import ci_table, kendall_tau, paired_rows, sampled_vs_full
+
+
+def test_a_negative_scored_the_same_as_the_positive_ranks_above_it():
+    s = np.array([[0.5, 0.1, 0.9, 0.2], [0.5, 0.5, 0.5, 0.1], [0.7, 0.7, 0.7, 0.7]])
+    assert ranks_of(s).tolist() == [2, 3, 4]  # a constant model ranks its positive last
+    assert rank_metrics(ranks_of(np.zeros((5, 100))))["hr@10"] == 0.0
 
 
 def test_per_click_values_average_to_the_metrics():

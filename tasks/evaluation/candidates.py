@@ -178,8 +178,11 @@ def served_indices(feats: Path, c: Candidates, part: str = "test") -> list[np.nd
 
 
 def ranks_of(s: np.ndarray) -> np.ndarray:
-    """(P,) rank of column 0 (the positive) among each row's candidates; ties go to it."""
-    return 1 + (s[:, 1:] > s[:, :1]).sum(1)
+    """(P,) rank of column 0 (the positive) among each row's candidates; a negative scored the
+    same as the positive ranks above it: a model earns a place only by scoring the positive
+    higher (ties given to the positive once ranked a degenerate model, whose saturated score
+    was the same for a whole category, first on a third of the clicks)."""
+    return 1 + (s[:, 1:] >= s[:, :1]).sum(1)
 
 
 def click_values(rank: np.ndarray, metric: str) -> np.ndarray:

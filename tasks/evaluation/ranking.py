@@ -61,7 +61,8 @@ def catalogue_ranks(
     batch: int = 16384,
 ) -> np.ndarray:
     """(F,) rank of each full-ranked click's positive (c.full) among every catalogue item
-    (c.fields) its user was not served (`served`: served_indices); ties go to the positive."""
+    (c.fields) its user was not served (`served`: served_indices); an item scored the same as the
+    positive ranks above it, as in candidates.ranks_of."""
     was_training = model.training
     model.eval()
     device = test.sparse.device
@@ -77,7 +78,7 @@ def catalogue_ranks(
             sparse, dense = table.swap(sparse, dense, items)
             s.append(model(sparse, dense, seqs)[:, task].float().cpu())
         score = torch.cat(s).numpy()
-        above = score > score[pos]
+        above = score >= score[pos]
         above[seen] = False  # served items (the positive among them) are not candidates
         ranks.append(1 + int(above.sum()))
     model.train(was_training)
