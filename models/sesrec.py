@@ -16,7 +16,15 @@ What is kept from the paper, on sarflow's inputs (the features stage's histories
 - target attention of the candidate item over all / similar / dissimilar parts of each history;
 - an MLP on the sample's own fields plus those interest vectors, with one tower per task.
 
-Ablations (params): `search_history: false` drops the search encoder and everything fed by it;
+`search_match` (an addition, off in the paper's configuration): the candidate's category matched
+against each search step's, as one indicator per age bucket ("searched this category 24-36 h
+ago"); an un-normalised, hard-match read of the search history that softmax target attention
+cannot give (its weights sum to 1, so "how well the best step matches" is lost). On the no-search
+ablation it makes the *rule model*: the no-search model plus the planted rule (candidate category
+x time since the user searched it) as an explicit, fitted input.
+
+Ablations (params): `search_history: false` drops the search encoder and everything fed by it
+(with `search_match` the model still reads the search steps' categories and ages, nothing else);
 `disentangle: false` keeps both histories but no co-attention split or triplet loss. The base
 fields never include the pooled history features the other models get, so the no-search ablation
 sees no search behaviour at all.
@@ -155,6 +163,15 @@ def attend(
     return torch.cat([att, att * target.unsqueeze(1).to(att.dtype)], -1)
 
 
+def search_match(cat: Tensor, steps: Tensor, age: Tensor, n_ages: int) -> Tensor:
+    """Per row, whether a search step of each age bucket has the candidate's category: cat (B,)
+    the candidate's, steps (B, S) and age (B, S) the search steps' categories and age buckets
+    (0: padding, 1..n_ages - 1 as tasks.training.tensors.age_buckets numbers them) -> (B,
+    n_ages - 1) long 0/1. An unknown category (0) matches nothing."""
+    hit = (steps == cat.unsqueeze(1)) & (cat.unsqueeze(1) > 0) & (age > 0)  # (B, S)
+    return (F.one_hot(age, n_ages)[..., 1:] * hit.unsqueeze(-1)).amax(1)
+
+
 class CoAttention(nn.Module):
     """Affinity between the two histories -> a similarity score in (0, 1) for every step."""
 
@@ -221,6 +238,8 @@ class SESRecConfig(ModelConfig):
     search_history: bool = True  # false: the ablation without search history
     disentangle: bool = True  # false: the ablation without the similar/dissimilar split
     time_gaps: bool = True  # each history step carries its age at the sample's time
+    # the candidate's category against each search step's, one indicator per age bucket
+    search_match: bool = True
     n_layers: int = Field(1, ge=1, le=8)  # Transformer layers of each encoder
     n_heads: int = Field(2, ge=1, le=16)  # must divide 2 * train.embed_dim
     dropout: float = Field(0.0, ge=0, lt=1)  # in the encoders (slow on CPU: 0 by default)
@@ -277,9 +296,9 @@ class SESRec(nn.Module):
         dim = 2 * d  # an item is [item_id embedding; category embedding]
         self.item_col = self.fields.field_pos["item_id"]
         self.cat_col = self.fields.field_pos["cat1"]
+        self.n_ages = dict(spec.extra_tables)["age"]  # age buckets, 0 (padding) included
         if o.time_gaps:  # a step's age bucket -> item space, added to the step
             self.age = nn.Linear(d, dim, bias=False)
-            self.n_ages = dict(spec.extra_tables)["age"]
         self.rec_encoder = SequenceEncoder(dim, MAX_STEPS, o.n_layers, o.n_heads, o.dropout)
         self.rec_attention = TargetAttention(dim)
         self.rec_heads = [self.rec_attention]  # target attentions over the feed history
@@ -298,8 +317,10 @@ class SESRec(nn.Module):
                 self.rec_heads += [sim_r, dis_r]  # the feed history's similar, dissimilar part
                 self.src_heads += [sim_s, dis_s]
                 parts += 4
-        # the candidate item, then per attention part (attended, attended * candidate)
-        self.bottom = MLP(self.fields.spec.out_dim + dim * (1 + 2 * parts), list(o.bottom))
+        n_match = self.n_ages - 1 if o.search_match else 0  # a match per age bucket
+        # the candidate item, per attention part (attended, attended * candidate), the matches
+        width = self.fields.spec.out_dim + dim * (1 + 2 * parts) + n_match
+        self.bottom = MLP(width, list(o.bottom))
         self.towers = Towers(n_tasks, self.bottom.out_dim, list(o.tower))
         self.aux_loss: Tensor | None = None  # the last training forward's weighted extra losses
 
@@ -339,8 +360,21 @@ class SESRec(nn.Module):
             sa = attend(self.src_heads, target, h.s, h.s_mask, h.s_scales)
             # the order the bottom layer reads: whole feed, whole search, then the four parts
             parts += [sa[:, 0], *ra[:, 1:].unbind(1), *sa[:, 1:].unbind(1)]
+        if self.o.search_match:
+            hits = search_match(sparse[:, self.cat_col], seq[SRC_CAT], seq[SRC_AGE], self.n_ages)
+            parts.append(hits.to(base.dtype))
         x = torch.cat([base, target, *parts], dim=1)
         return self.towers(self.bottom(x))
+
+    def search_similarity(self, seqs: tuple[Tensor, ...]) -> Tensor:
+        """(B, S): each search step's co-attention score, the weight with which the step goes to
+        the similar part of the search history (1 - score: the dissimilar part); 0 at padding.
+        What tasks.evaluation.interests measures against the planted truth."""
+        if not self.o.disentangle:
+            raise ValueError("search_similarity needs a disentangled model (disentangle: true)")
+        h = self._encode({name: seqs[k] for name, k in self.seq_pos.items()})
+        assert h.s_scales is not None  # disentangle implies search_history
+        return h.s_scales[:, 1]
 
     def _encode(self, seq: dict[str, Tensor]) -> Encoded:
         """Everything that depends on the histories alone (not on the candidate): the encoded

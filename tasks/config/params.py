@@ -79,7 +79,7 @@ class GenerateParams(_Strict):
     search_effect_hours: float = Field(48.0, gt=0)
     # share of feed impressions that serve the category of the user's last search (in the
     # search_effect_hours before), as a feed that answers searches does
-    search_serving: float = Field(0.0, ge=0, le=1)
+    search_serving: float = Field(0.3, ge=0, le=1)
     # share of search sessions on a passing intent (a category drawn by popularity) instead of
     # one of the user's three search interests
     search_novelty: float = Field(0.0, ge=0, le=1)
@@ -258,6 +258,7 @@ class TrainParams(_Strict):
         "sesrec",
         "sesrec_nosearch",
         "sesrec_nodis",
+        "sesrec_rule",
     ]
     tasks: list[ModelName] = list(FEED_LABELS)  # KuaiSAR feed labels, or a table's labels
     seed: int = 0
@@ -339,6 +340,8 @@ class ReportParams(_Strict):
     # further paired comparisons "a-b" (a minus b), skipped where a model is not trained
     pairs: list[str] = [
         "sesrec-sesrec_nosearch",
+        "sesrec_rule-sesrec_nosearch",
+        "sesrec-sesrec_rule",
         "sesrec-sesrec_nodis",
         "ple_joint-ple",
         "ple_joint-ple_search",
@@ -379,13 +382,17 @@ class Params(_Strict):
     report: ReportParams = ReportParams()
     serve: ServeParams = ServeParams()
 
+    @property
+    def generated(self) -> bool:
+        """Whether the pipeline reads the built-in generator's dataset (whose truth is known)."""
+        return self.source.kind == "kuaisar" and self.paths.source == self.paths.raw
+
     @model_validator(mode="after")
     def _source_exists(self, info: ValidationInfo) -> Params:
         """paths.source must be a folder, unless it is the generator's own (made by generate)."""
         root = Path((info.context or {}).get("root", Path.cwd())).resolve()
         source = self.paths.source if self.paths.source.is_absolute() else root / self.paths.source
-        generated = self.source.kind == "kuaisar" and self.paths.source == self.paths.raw
-        if not generated and not source.is_dir():
+        if not self.generated and not source.is_dir():
             what = "not a folder" if source.exists() else "does not exist"
             raise ValueError(
                 f"paths.source {source} {what}: give the folder that holds the "
