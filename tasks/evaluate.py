@@ -1,6 +1,7 @@
 """evaluate@MODEL: test-set AUC, GAUC and logloss per task and the feed click's ranking metrics
 (sampled and full: tasks.evaluation.ranking) as a DVC metric; the per-click ranks and every
-test prediction (for paired comparisons: tasks.evaluation.paired), ROC points, gate use."""
+test prediction (for paired comparisons: tasks.evaluation.paired), ROC points, gate use, and
+for a disentangled SESRec its split of search interests (tasks.evaluation.interests)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 
 from models.multitask import MultiTaskModel
 from tasks.config.params import Params, load_params
-from tasks.evaluation import candidates, ranking
+from tasks.evaluation import candidates, interests, ranking
 from tasks.evaluation.metrics import task_metrics
 from tasks.io.atomic import atomic_path, write_json_atomic
 from tasks.training.checkpoint import load_checkpoint, resolve_device
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
             if not (regression and regression[i])
         },
         "gates": gate_use(model, test, hist),
+        # a disentangled SESRec: its similar/dissimilar split of search interests (else None)
+        "interests": None if hist is None else interests.measure(model, config, test, hist, params),
         "kind": config["kind"],
         "scenario": scenario,
         "head": config["head"],

@@ -231,6 +231,17 @@ def generate(p: GenerateParams) -> dict[str, pl.DataFrame]:
     }
 
 
+def similar_sessions(w: World, search: pl.DataFrame) -> pl.DataFrame:
+    """The planted truth of SESRec's split, per search session (`search`: draw_logs' search log):
+    `similar` is true when the session's query category is one of its user's feed interests
+    (search_rec_overlap decides how often a search interest is one), else false."""
+    sessions = search.group_by("search_session_id").agg(pl.first("u"), pl.first("qcat"))
+    u, c = sessions["u"].to_numpy(), sessions["qcat"].to_numpy()
+    return sessions.select(
+        "search_session_id", similar=pl.Series((w.feed_cats[u] == c[:, None]).any(1))
+    )
+
+
 def _search_log(
     p: GenerateParams, w: World, rng: np.random.Generator, t0: int, span: int
 ) -> pl.DataFrame:
