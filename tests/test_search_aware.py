@@ -103,7 +103,13 @@ def test_the_joint_model_is_compared_on_each_scenario_against_its_own_baseline()
 def test_cells_run_the_project_params_with_only_seed_effect_epochs_and_models_changed():
     project = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = cell_params(4, 0.0, 3, SEARCH_AWARE + SCENARIO, 5000)
-    assert p["generate"] == project["generate"] | {"seed": 4, "search_effect": 0.0}
+    # effect off is the whole search->feed effect off: no click boost, no serving
+    off = {"seed": 4, "search_effect": 0.0, "search_serving": 0.0}
+    assert p["generate"] == project["generate"] | off
+    assert cell_params(4, 2.0, 3, SEARCH_AWARE, 5000)["generate"] == project["generate"] | {
+        "seed": 4,
+        "search_effect": 2.0,
+    }
     assert p["train"]["seed"] == 4 and p["train"]["epochs"] == 3
     assert p["models"] == project["models"] and p["source"] == {"kind": "kuaisar"}
     assert p["evaluate"] == project["evaluate"]
@@ -150,3 +156,55 @@ def test_from_results_rewrites_the_report_adding_only_missing_truth_gains(tmp_pa
 def test_truth_gain_is_zero_on_a_cell_without_the_search_effect():
     # the experiment's own dataset (default size, seed 2): a real redraw, seconds
     assert sa.truth_gain(2, 0.0, 500) == {"ndcg@10": 0.0, "searched_ndcg@10": 0.0}
+
+
+def with_rule(rs: list[dict], rule_on: float, rule_off: float = 0.0) -> list[dict]:
+    """`runs` plus a rule model `rule_*` above the ablation, with its paired CIs (+- 0.01)."""
+    for r in rs:
+        gain = rule_on if r["search_effect"] else rule_off
+        base = r["metrics"]["sesrec_nosearch"]["click"]["ndcg@10"]
+        sesrec = r["metrics"]["sesrec"]["click"]["ndcg@10"]
+        r["metrics"]["sesrec_rule"] = metrics(base + gain)
+        r["paired"] |= {
+            "sesrec_rule-sesrec_nosearch": {"click/ndcg@10": ci(gain)},
+            "sesrec-sesrec_rule": {"click/ndcg@10": ci(sesrec - base - gain)},
+        }
+    return rs
+
+
+@pytest.mark.parametrize(
+    ("gain_on", "rule_on", "gain_off", "met"),
+    [
+        (0.03, 0.02, 0.0, True),  # above 0 and above the rule model's gain, covering 0 off
+        (0.015, 0.02, 0.0, False),  # above 0 but short of the rule model
+        (0.03, 0.02, 0.02, False),  # a gain with the effect off: something else is at work
+    ],
+)
+def test_the_search_branch_is_earned_only_above_0_at_the_rule_models_gain_and_null_when_off(
+    gain_on, rule_on, gain_off, met
+):
+    s = summarise(with_rule(runs(gain_on, gain_off, joint_diff=0.0), rule_on))["checks"]
+    assert s["effect_on"]["rule"]["gain"] == pytest.approx([rule_on] * 3)
+    assert s["effect_on"]["over_rule"]["gain"] == pytest.approx([gain_on - rule_on] * 3)
+    assert s["earned"]["met"] is met
+    text = table(summarise(with_rule(runs(gain_on, gain_off, 0.0), rule_on)), [1, 2, 3])
+    assert "rule model minus no-search ablation" in text and "SESRec minus rule model" in text
+    assert ("per seed: [True, True, True]: met" in text) is met
+    # results from before the rule model: no verdict, no rule lines
+    old = summarise(runs(gain_on, gain_off, joint_diff=0.0))["checks"]
+    assert "earned" not in old and "rule" not in old["effect_on"]
+
+
+def test_the_split_of_search_interests_is_summarised_per_seed_where_every_run_has_it():
+    rs = runs(0.01, 0.0, 0.0)
+    for r in rs:
+        auc = 0.9 if r["search_effect"] else 0.8
+        r["interests"] = {k: {"auc": auc, "mean": 0.5} for k in ("model", "heuristic", "untrained")}
+    s = summarise(rs)["checks"]
+    assert s["effect_on"]["interests_auc"]["model"] == [0.9, 0.9, 0.9]
+    assert s["effect_off"]["interests_auc"]["heuristic"] == [0.8, 0.8, 0.8]
+    assert "split against the planted truth per seed: model [0.9, 0.9, 0.9]" in table(
+        summarise(rs), [1, 2, 3]
+    )
+    rs[0]["interests"] = None  # a run without the split (real data, or before it existed)
+    assert "interests_auc" not in summarise(rs)["checks"]["effect_on"]

@@ -5,14 +5,18 @@
     python -m flows.experiments.search_aware --from-results [--out reports/search_aware]  # re-summarise
     make search-aware
 
-The built-in generator plants how much a user's searches raise later feed clicks in the searched
-category (`generate.search_effect`). For every seed, and with that effect on (the params value)
-and off (0), the flow generates a dataset and runs the real pipeline on it (flows.pipeline as a
+The built-in generator plants how a user's searches move the feed: later feed clicks in the
+searched category are more likely (`generate.search_effect`) and the feed serves that category
+more (`generate.search_serving`). For every seed, with the effect on (params' values) and off
+(both 0), the flow generates a dataset and runs the real pipeline on it (flows.pipeline as a
 subflow: dvc repro of every stage in a throw-away copy of the project), then compares:
 - SESRec against its no-search ablation on feed NDCG@10 (the ranking evaluation): with the
-  effect on, the gain should show (its paired 95% CI above 0) on every seed; with it off, every
+  effect on, the gain should show (its paired 95% CI above 0) on every seed and reach the *rule
+  model*'s (sesrec_rule: the ablation plus the planted rule as a fitted input); with it off, every
   seed's CI should cover 0; the same on the `searched` slice (clicks on a category the user
   searched in the last evaluate.searched_hours), where the planted effect lives;
+- SESRec's similar/dissimilar split of search interests against the generator's truth (the AUC
+  of tasks.evaluation.interests, next to the authors' heuristic and an untrained model);
 - the joint model (ple_joint) against the per-scenario models (ple on the feed, ple_search on
   search) on both scenarios, per seed with paired CIs.
 Each difference is paired: the two models ranked the same candidates (the cell's candidates
@@ -46,7 +50,8 @@ from tasks.config.params import Params
 from tasks.evaluation import paired
 from tasks.io.atomic import write_json_atomic, write_text_atomic
 
-SEARCH_AWARE = ["sesrec", "sesrec_nosearch"]  # sesrec_nodis is in the default run, not here
+# the search-aware models (the ablation, the rule model, SESRec); sesrec_nodis is in the default run
+SEARCH_AWARE = ["sesrec", "sesrec_nosearch", "sesrec_rule"]
 SCENARIO = ["ple", "ple_search", "ple_joint"]
 # (model, task, metric) rows of the table
 ROWS = [
@@ -65,9 +70,12 @@ def cell_params(
     seed: int, effect: float, epochs: int, models: list[str], positives: int
 ) -> dict[str, Any]:
     """The project's params with this cell's data seed, search effect, epochs, models and
-    number of ranked test clicks (none ranked in full)."""
+    number of ranked test clicks (none ranked in full). Effect 0 turns the search->feed effect
+    off whole: no click boost and no serving of searched categories."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["generate"] |= {"seed": seed, "search_effect": effect}
+    if effect == 0:
+        params["generate"]["search_serving"] = 0.0
     params["train"] |= {"seed": seed, "epochs": epochs, "models": models}
     # no full ranking here: the checks are on sampled NDCG@10, and a catalogue per click and
     # model would double the cell's time
@@ -89,7 +97,13 @@ def truth_gain(
 
 
 # the paired comparisons of each cell (a minus b), on the cell's own candidates and test rows
-PAIRS = [("sesrec", "sesrec_nosearch"), ("ple_joint", "ple"), ("ple_joint", "ple_search")]
+PAIRS = [
+    ("sesrec", "sesrec_nosearch"),
+    ("sesrec_rule", "sesrec_nosearch"),
+    ("sesrec", "sesrec_rule"),
+    ("ple_joint", "ple"),
+    ("ple_joint", "ple_search"),
+]
 
 
 def cell_pairs(artifacts: Path, models: list[str]) -> dict[str, dict]:
@@ -99,10 +113,20 @@ def cell_pairs(artifacts: Path, models: list[str]) -> dict[str, dict]:
     }
 
 
+def split_summary(artifacts: Path) -> dict | None:
+    """SESRec's similar/dissimilar split against the truth (evaluation.json's `interests`, its
+    per-step sample left out), or None where the model has none."""
+    path = artifacts / "sesrec" / "evaluation.json"
+    found = json.loads(path.read_text()).get("interests") if path.is_file() else None
+    return None if found is None else {k: v for k, v in found.items() if k != "shown"}
+
+
 @task(task_run_name="seed={seed} search_effect={effect}")
-def one_cell(seed: int, effect: float, epochs: int, positives: int, work: str) -> dict[str, Any]:
+def one_cell(
+    seed: int, effect: float, epochs: int, positives: int, work: str, scenario: bool = True
+) -> dict[str, Any]:
     """Generate, validate, split, featurise, train and evaluate one dataset through DVC."""
-    models = SEARCH_AWARE + (SCENARIO if effect > 0 else [])
+    models = SEARCH_AWARE + (SCENARIO if effect > 0 and scenario else [])
     d = Path(work) / f"seed{seed}-effect{effect:g}"
     shutil.rmtree(d, ignore_errors=True)
     copy_project(d, cell_params(seed, effect, epochs, models, positives))
@@ -112,6 +136,7 @@ def one_cell(seed: int, effect: float, epochs: int, positives: int, work: str) -
             m: json.loads((d / "artifacts" / m / "metrics.json").read_text()) for m in models
         }
         pairs = cell_pairs(d / "artifacts", models)
+        split = split_summary(d / "artifacts")
         truth = truth_gain(seed, effect, positives, d / "data" / "candidates" / "test.parquet")
     finally:
         shutil.rmtree(d, ignore_errors=True)  # a dataset and models per cell: keep only metrics
@@ -121,6 +146,7 @@ def one_cell(seed: int, effect: float, epochs: int, positives: int, work: str) -
         "metrics": metrics,
         "paired": pairs,
         "truth_gain": truth,
+        "interests": split,
     }
 
 
@@ -156,16 +182,28 @@ def _cis(runs: list[dict[str, Any]], effect_on: bool, pair: str, key: str) -> li
     return None if not out or None in out else out
 
 
-def _gain(runs: list[dict[str, Any]], effect_on: bool, k: str) -> dict[str, Any]:
-    """SESRec minus its no-search ablation on feed click metric `k`: per seed the paired
-    difference on the same candidates with its bootstrap 95% CI, and how many seeds' CIs
-    exclude 0 (with the effect on, the gain should show on every seed; off, on none)."""
-    full = _values(runs, effect_on, "sesrec", "click", k)
-    ablation = _values(runs, effect_on, "sesrec_nosearch", "click", k)
+def _gain(
+    runs: list[dict[str, Any]],
+    effect_on: bool,
+    k: str,
+    a: str = "sesrec",
+    b: str = "sesrec_nosearch",
+) -> dict[str, Any] | None:
+    """Model `a` minus model `b` on feed click metric `k` (by default SESRec minus its no-search
+    ablation): per seed the paired difference on the same candidates with its bootstrap 95% CI,
+    and how many seeds' CIs exclude 0 (with the effect on, the gain should show on every seed;
+    off, on none). None where the runs lack either model."""
+    full, ablation = (
+        _values(runs, effect_on, a, "click", k),
+        _values(runs, effect_on, b, "click", k),
+    )
+    if not len(full) or len(full) != len(ablation):
+        return None
     gain = full - ablation  # paired: the same dataset and candidates
     truth = [r.get("truth_gain", {}).get(k) for r in _side(runs, effect_on)]
-    cis = _cis(runs, effect_on, "sesrec-sesrec_nosearch", f"click/{k}")
+    cis = _cis(runs, effect_on, f"{a}-{b}", f"click/{k}")
     return {
+        "pair": f"{a}-{b}",
         "metric": k,
         # the generator's truth ranker, same datasets: the gain a model can be expected to reach
         "truth_gain": None if None in truth else [round(v, 5) for v in truth],
@@ -176,6 +214,32 @@ def _gain(runs: list[dict[str, Any]], effect_on: bool, k: str) -> dict[str, Any]
         "seeds_above_0": None if cis is None else sum(c["lo"] > 0 for c in cis),
         "seeds_covering_0": None if cis is None else sum(c["lo"] <= 0 <= c["hi"] for c in cis),
     }
+
+
+# the gains each side reports besides SESRec's over the ablation: key -> (a, b)
+RULE_GAINS = {"rule": ("sesrec_rule", "sesrec_nosearch"), "over_rule": ("sesrec", "sesrec_rule")}
+
+
+def earned(on: dict | None, rule: dict | None, off: dict | None) -> dict[str, Any] | None:
+    """Issue 20's bar for SESRec's search branch, per seed, on all ranked clicks: with the effect
+    on, its paired gain over the ablation has a 95% CI above 0 and is at least the rule model's
+    gain; with the effect off, its CI covers 0."""
+    if on is None or rule is None or off is None or None in (on["ci"], off["ci"]):
+        return None
+    per_seed = [
+        bool(ci[0] > 0 and g >= r and off_ci[0] <= 0 <= off_ci[1])
+        for g, r, ci, off_ci in zip(on["gain"], rule["gain"], on["ci"], off["ci"], strict=True)
+    ]
+    return {"per_seed": per_seed, "met": all(per_seed)}
+
+
+def split_auc(runs: list[dict[str, Any]], effect_on: bool) -> dict[str, list] | None:
+    """Per score (model, heuristic, untrained) each seed's AUC against the planted similar /
+    dissimilar truth (tasks.evaluation.interests); None where a run lacks it."""
+    found = [r.get("interests") for r in _side(runs, effect_on)]
+    if not found or None in found or any("auc" not in f.get("model", {}) for f in found):
+        return None
+    return {k: [f[k]["auc"] for f in found] for k in ("model", "heuristic", "untrained")}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -195,6 +259,18 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["checks"][side] = _gain(runs, on, "ndcg@10")
         if _has(runs, "searched_ndcg@10"):  # results from before the slice existed lack it
             out["checks"][side]["searched"] = _gain(runs, on, "searched_ndcg@10")
+        for key, (a, b) in RULE_GAINS.items():
+            if (found := _gain(runs, on, "ndcg@10", a, b)) is not None:
+                out["checks"][side][key] = found
+        if (split := split_auc(runs, on)) is not None:
+            out["checks"][side]["interests_auc"] = split
+    verdict = earned(
+        out["checks"]["effect_on"],
+        out["checks"]["effect_on"].get("rule"),
+        out["checks"]["effect_off"],
+    )
+    if verdict is not None:
+        out["checks"]["earned"] = verdict
     joint: dict[str, Any] = {}
     for t, k, separate in (
         ("click", "auc", "ple"),
@@ -243,12 +319,18 @@ def table(summary: dict[str, Any], seeds: list[int]) -> str:
         *lines,
         "",
     ]
+    names = {
+        "sesrec": "SESRec",
+        "sesrec_nosearch": "no-search ablation",
+        "sesrec_rule": "rule model",
+    }
     for side in ("effect_on", "effect_off"):
-        for c in (ch[side], ch[side].get("searched")):
+        for c in (ch[side], ch[side].get("searched"), *(ch[side].get(k) for k in RULE_GAINS)):
             if c is None:
                 continue
+            a, b = c.get("pair", "sesrec-sesrec_nosearch").split("-")
             text.append(
-                f"- {side.replace('_', ' ')}: SESRec minus no-search ablation, feed {c['metric']} "
+                f"- {side.replace('_', ' ')}: {names[a]} minus {names[b]}, feed {c['metric']} "
                 f"per seed {c['gain']} (mean {c['mean_gain']:+.4f})"
                 + (
                     f", paired 95% CIs {c['ci']}: above 0 on {c['seeds_above_0']} of "
@@ -259,10 +341,21 @@ def table(summary: dict[str, Any], seeds: list[int]) -> str:
                 + (
                     f"; the generator's truth ranker gains {np.mean(c['truth_gain']):+.4f} "
                     f"(per seed {c['truth_gain']})"
-                    if c.get("truth_gain")
+                    if c.get("truth_gain") and b == "sesrec_nosearch"
                     else ""
                 )
             )
+        if (split := ch[side].get("interests_auc")) is not None:
+            text.append(
+                f"- {side.replace('_', ' ')}: AUC of the similar/dissimilar split against the "
+                "planted truth per seed: " + "; ".join(f"{k} {v}" for k, v in split.items())
+            )
+    if (v := ch.get("earned")) is not None:
+        text.append(
+            "- the search branch earned (effect on: CI above 0 and gain >= the rule model's; "
+            f"effect off: CI covering 0), per seed: {v['per_seed']}: "
+            + ("met" if v["met"] else "not met")
+        )
     for key, c in ch["joint"].items():
         text.append(
             f"- joint vs {c['against']} on {key}: per seed {c['diff']}, mean {c['mean_diff']:+.4f}"
@@ -284,8 +377,10 @@ def search_aware(
     work: str | None = None,
     effect: float | None = None,
     positives: int = 10_000,
+    scenario: bool = True,
 ) -> dict[str, Any]:
-    """`effect`: the 'on' setting of generate.search_effect (default: params.yaml's)."""
+    """`effect`: the 'on' setting of generate.search_effect (default: params.yaml's);
+    `scenario`: also train the joint and per-scenario PLE models where the effect is on."""
     with_python_on_path()
     seeds = seeds or [1, 2, 3]
     if effect is None:
@@ -295,7 +390,11 @@ def search_aware(
     if effect <= 0:
         raise ValueError(f"the search effect's 'on' setting must be > 0, got {effect}")
     work_dir = Path(work or tempfile.mkdtemp(prefix="sarflow-search-aware-"))
-    runs = [one_cell(s, e, epochs, positives, str(work_dir)) for s in seeds for e in (effect, 0.0)]
+    runs = [
+        one_cell(s, e, epochs, positives, str(work_dir), scenario)
+        for s in seeds
+        for e in (effect, 0.0)
+    ]
     return write_report(Path(out), seeds, epochs, effect, positives, runs)
 
 
@@ -348,6 +447,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--effect", type=float, default=None, help="search_effect when on (params)")
     ap.add_argument("--positives", type=int, default=10_000, help="ranked test clicks per cell")
     ap.add_argument(
+        "--no-scenario",
+        action="store_true",
+        help="only the search-aware models (no joint / per-scenario PLE comparison)",
+    )
+    ap.add_argument(
         "--from-results",
         action="store_true",
         help="no training: rewrite the report from --out's results.json (adds truth gains)",
@@ -356,7 +460,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_results:
         from_results(Path(args.out))
     else:
-        search_aware(args.seeds, args.epochs, args.out, args.work, args.effect, args.positives)
+        search_aware(
+            args.seeds,
+            args.epochs,
+            args.out,
+            args.work,
+            args.effect,
+            args.positives,
+            not args.no_scenario,
+        )
     print(json.dumps({"out": args.out}))
 
 
