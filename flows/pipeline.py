@@ -41,7 +41,7 @@ from prefect.artifacts import (
 
 from tasks.config.models import load_checked
 from tasks.config.params import load_params
-from tasks.report import PICTURES
+from tasks.report import PICTURES, interests_section
 from tasks.serving.promote import DECISION, PICTURE
 from tasks.validate import FAILED_REPORT, REPORT
 
@@ -373,6 +373,34 @@ def promotion_markdown(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def inline_png(path: Path, alt: str) -> str:
+    """Markdown that shows the PNG inline, so the dashboard draws it (a file:// link it cannot)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+
+def publish_interests(artifacts: Path, reports: Path, models: list[str]) -> str | None:
+    """The split of search interests (the report's section and its picture) as an artifact,
+    where a model of this run has one; the markdown, else None."""
+    evals = {}
+    for m in models:
+        path = artifacts / m / "evaluation.json"
+        if path.is_file():
+            evals[m] = json.loads(path.read_text())
+    section = interests_section(evals)
+    if not section:
+        return None
+    picture = reports / "interests.png"
+    markdown = section.replace("\n## ", "# ", 1) + (
+        f"\n{inline_png(picture, 'search interests')}\n" if picture.is_file() else ""
+    )
+    create_markdown_artifact(
+        key="search-interests",
+        markdown=markdown,
+        description="Which search interests the model calls similar to the feed's, against the truth",
+    )
+    return markdown
+
+
 def publish_promotion(reports: Path) -> dict[str, Any] | None:
     """The promotion and drift artifacts; a drifted run's flow run is tagged `drifted`."""
     path = reports / DECISION
@@ -399,11 +427,10 @@ def publish_promotion(reports: Path) -> dict[str, Any] | None:
             ),
         )
         picture = reports / PICTURE
-        if picture.is_file():  # inline, so the dashboard shows it (a file:// link it cannot)
-            png = base64.b64encode(picture.read_bytes()).decode()
+        if picture.is_file():
             create_markdown_artifact(
                 key="drift-picture",
-                markdown=f"# Drift\n\n![drift](data:image/png;base64,{png})\n",
+                markdown=f"# Drift\n\n{inline_png(picture, 'drift')}\n",
                 description="PSI per field, the shares of unseen values, the label rates",
             )
         if drift["drifted"] and drift["against"] == "production":
@@ -461,6 +488,7 @@ def pipeline(root: str = ".", push_to_remote: bool = False) -> list[dict[str, An
                 publish_validation(reports, failed=False)
         rows = publish_metrics(reports)
         publish_links(reports)
+        publish_interests(project / params.paths.artifacts, reports, params.train.models)
         publish_recommendations(project / params.paths.recommendations)
         if params.registry.promote:
             promote(str(project))

@@ -176,6 +176,49 @@ def sampled_vs_full(metrics: dict[str, dict]) -> dict[str, Any] | None:
     }
 
 
+SPLIT_SCORES = {
+    "model": "the model's co-attention score",
+    "heuristic": "the authors' rule (category clicked in the feed in the 7 days before)",
+    "untrained": "an untrained model of the same shape",
+}
+
+
+def interests_section(evals: dict[str, dict]) -> str:
+    """The section on each disentangled model's similar/dissimilar split of search interests
+    (evaluate's `interests`; tasks.evaluation.interests), '' where no model has one."""
+    found = {m: ev["interests"] for m, ev in evals.items() if ev.get("interests")}
+    if not found:
+        return ""
+    truth = any("auc" in i["model"] for i in found.values())
+    lines = [
+        "| model | steps (users) | score | AUC | mean | called similar (> 0.5) |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for m, i in found.items():
+        for k, what in SPLIT_SCORES.items():
+            auc = f"{i[k]['auc']:.3f}" if "auc" in i[k] else "–"
+            lines.append(
+                f"| {m} | {i['steps']:,} ({i['users']:,}) | {what} | {auc} | "
+                f"{i[k]['mean']:.3f} | {i[k]['similar_share']:.1%} |"
+            )
+    share = next(iter(found.values())).get("truth_similar_share")
+    return (
+        "\n## Search interests: similar or dissimilar to the feed's\n\n"
+        "Each test user's last feed sample: every search step of its window, scored by how much "
+        "the model puts it into the *similar* part of the search history (its co-attention "
+        "score; 1 − score goes to the dissimilar part)"
+        + (
+            ", against the generator's planted truth (similar: the session's query category is "
+            f"one of the user's feed interests; {share:.1%} of the steps). AUC 0.5 is chance."
+            if truth
+            else ". Real data has no truth: the scores are described only."
+        )
+        + " Picture: interests.png.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     params = load_params()
@@ -223,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
             + (", ".join(f"{a}/{b}" for a, b in agree["disagree"]) or "none")
             + ".\n"
         )
+    table += interests_section(evals)
     reports = params.paths.reports
     write_text_atomic(reports / "comparison.md", "# Model comparison (test set)\n\n" + table)
     write_json_atomic(
@@ -240,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
 
 
-PICTURES = ("roc.png", "learning_curves.png", "gates.png", "seesaw.png")
+PICTURES = ("roc.png", "learning_curves.png", "gates.png", "seesaw.png", "interests.png")
 
 
 def draw_pictures(
@@ -258,6 +302,7 @@ def draw_pictures(
     plots.learning_curves(curves, reports / "learning_curves.png")
     plots.gates(evals, tasks, reports / "gates.png")
     plots.seesaw(metrics, tasks, reports / "seesaw.png")
+    plots.interests(evals, reports / "interests.png")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 
 from tasks.config.params import GenerateParams
 from tasks.kuaisar.schema import FEED_ITEM_TYPES, RAW_FILES
-from tasks.kuaisar.world import generate, make_world
+from tasks.kuaisar.world import draw_logs, generate, make_world, similar_sessions
 from tasks.split import read_raw
 
 IDLIST = r"^\[\d+(, \d+)*\]$"
@@ -87,6 +87,25 @@ def test_search_rec_overlap_controls_shared_interests(overlap):
     assert shared == pytest.approx(overlap)
 
 
+@pytest.mark.parametrize(("overlap", "share"), [(0.0, 0.0), (1.0, 1.0), (0.5, 0.5)])
+def test_the_planted_split_calls_a_session_similar_when_its_category_is_a_feed_interest(
+    overlap, share
+):
+    p = GenerateParams(n_users=300, n_items=2000, search_sessions=3000, search_rec_overlap=overlap)
+    _, w, _, search, _ = draw_logs(p)
+    truth = similar_sessions(w, search)
+    assert (
+        truth["search_session_id"].n_unique()
+        == len(truth)
+        == search["search_session_id"].n_unique()
+    )
+    assert truth["similar"].mean() == pytest.approx(share, abs=0.15)
+    one = search.filter(pl.col("search_session_id") == truth["search_session_id"][0]).row(
+        0, named=True
+    )
+    assert truth["similar"][0] == (one["qcat"] in w.feed_cats[one["u"]])
+
+
 def _sessions_and_impressions(
     frames: dict[str, pl.DataFrame],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -145,6 +164,6 @@ def _share_on_last_search(frames: dict[str, pl.DataFrame], hours: float = 48) ->
 
 def test_search_serving_shows_the_last_searched_category_in_the_feed():
     base = dict(n_users=300, n_items=3000, rec_actions=40_000, search_sessions=4000, seed=3)
-    off = _share_on_last_search(generate(GenerateParams(**base)))
+    off = _share_on_last_search(generate(GenerateParams(**base, search_serving=0.0)))
     on = _share_on_last_search(generate(GenerateParams(**base, search_serving=0.4)))
     assert on > off + 0.15, (on, off)

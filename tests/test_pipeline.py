@@ -71,6 +71,19 @@ def test_repro_runs_every_stage_and_writes_every_output(project):
         for m in ("shared_bottom", "mmoe", "ple")
     }
     assert gates["shared_bottom"] == [] and len(gates["mmoe"]) == 1 and len(gates["ple"]) == 2
+    # the disentangled SESRec's split of search interests, scored against the planted truth
+    split = json.loads((d / "artifacts" / "sesrec" / "evaluation.json").read_text())["interests"]
+    assert split["steps"] > 0 and 0 < split["truth_similar_share"] < 1
+    for score in ("model", "heuristic", "untrained"):
+        assert 0.0 <= split[score]["auc"] <= 1.0 and 0.0 <= split[score]["mean"] <= 1.0
+    assert split["shown"] and {"user", "cat", "model", "heuristic", "truth"} <= set(
+        split["shown"][0]
+    )
+    for m in ("mmoe", "sesrec_nodis", "sesrec_rule"):  # no split to score
+        assert (
+            json.loads((d / "artifacts" / m / "evaluation.json").read_text())["interests"] is None
+        )
+    assert "## Search interests: similar or dissimilar" in table
     for level in (
         gates["mmoe"] + gates["ple"]
     ):  # per task, the mean gate is a distribution over experts

@@ -1,4 +1,5 @@
-"""Pictures for the report, as PNG files that work offline: ROC, learning curves, gate use, seesaw."""
+"""Pictures for the report, as PNG files that work offline: ROC, learning curves, gate use, seesaw,
+the split of search interests."""
 
 from __future__ import annotations
 
@@ -109,4 +110,49 @@ def seesaw(metrics: dict[str, dict], tasks: list[str], path: Path) -> None:
             ax.scatter(score(m[first]), score(m[task]), label=model)
             ax.annotate(model, (score(m[first]), score(m[task])), fontsize=7)
         ax.set(xlabel=f"{first} {name(first)}", ylabel=f"{task} {name(task)}")
+    save_png(fig, path)
+
+
+def interests(evals: dict[str, dict], path: Path) -> None:
+    """Per disentangled model: a sample of users' search steps coloured by the model's
+    similar score, the truth as the marker (circle similar, cross dissimilar); beside it each
+    score's AUC against the truth (tasks.evaluation.interests)."""
+    found = {m: ev["interests"] for m, ev in evals.items() if ev.get("interests")}
+    if not found:
+        _placeholder("no model splits search interests in this run", path)
+        return
+    fig, axes = plt.subplots(len(found), 2, figsize=(10, 3.6 * len(found)), squeeze=False)
+    for (steps_ax, auc_ax), (model, i) in zip(axes, found.items(), strict=True):
+        users = list(dict.fromkeys(r["user"] for r in i["shown"]))
+        col: dict[int, int] = {}
+        for r in i["shown"]:
+            y, x = users.index(r["user"]), col.get(r["user"], 0)
+            col[r["user"]] = x + 1
+            similar = r.get("truth")
+            steps_ax.scatter(
+                x,
+                y,
+                c=[r["model"]],
+                cmap="coolwarm_r",
+                vmin=0,
+                vmax=1,
+                s=140,
+                marker="x" if similar == 0 else "o",
+                linewidths=2,
+            )
+            steps_ax.annotate(str(r["cat"]), (x, y), fontsize=6, ha="center", va="center")
+        steps_ax.set_yticks(range(len(users)), [f"user {u}" for u in users], fontsize=7)
+        steps_ax.set(
+            xlabel="search step (older to newer); number: its category",
+            title=f"{model}: blue = called similar, red = dissimilar; "
+            + ("o truly similar, x truly dissimilar" if "truth" in i["shown"][0] else "no truth"),
+        )
+        steps_ax.title.set_fontsize(8)
+        names = [k for k in ("model", "heuristic", "untrained") if "auc" in i[k]]
+        if names:
+            auc_ax.bar(names, [i[k]["auc"] for k in names], color=["C0", "C1", "C7"][: len(names)])
+            auc_ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+            auc_ax.set(ylim=(0, 1), ylabel="AUC against the planted truth", title=model)
+        else:
+            auc_ax.axis("off")
     save_png(fig, path)
