@@ -9,10 +9,15 @@ What is kept from the paper, on sarflow's inputs (the features stage's histories
   time (bucketed, tasks.kuaisar.spec.AGE_HOURS), so "searched this category yesterday" differs from
   "a month ago" (an addition to the paper, whose encoders see order only);
 - an InfoNCE loss aligning each query with its item (in-batch negatives);
-- co-attention between the two encoded histories: each step gets a similarity score to the other
+- co-attention between the two histories: each step gets a similarity score to the other
   behaviour, which splits each history into a *similar* part (score) and a *dissimilar* part
   (1 - score); a triplet loss pulls the two similar parts together and pushes each away from its
-  own dissimilar part;
+  own dissimilar part. The paper scores a step by its best match among the other history's
+  encoded steps (`split_on: encoded`, `split_pool: max`); sarflow's default scores it by its
+  mean affinity over the other history's step *categories* (`category`, `mean`): a search
+  category the feed clicks often is more similar than one it clicked once. On the default
+  data the split then tells the planted similar interests from the dissimilar ones at AUC
+  0.70 against 0.51 (BENCHMARKS.md, "The split of search interests");
 - target attention of the candidate item over all / similar / dissimilar parts of each history;
 - an MLP on the sample's own fields plus those interest vectors, with one tower per task.
 
@@ -173,21 +178,30 @@ def search_match(cat: Tensor, steps: Tensor, age: Tensor, n_ages: int) -> Tensor
 
 
 class CoAttention(nn.Module):
-    """Affinity between the two histories -> a similarity score in (0, 1) for every step."""
+    """Affinity between the two histories -> a similarity score in (0, 1) for every step: the
+    sigmoid of its affinity to the other history's steps, pooled by `pool`: "max" (as similar
+    as its best match there) or "mean" (as similar as the other history is on average: a
+    search category the feed clicks often scores higher than one it clicked once)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, pool: Literal["max", "mean"] = "max") -> None:
         super().__init__()
         self.affinity = nn.Linear(dim, dim, bias=False)
+        self.pool = pool
 
     def forward(
         self, r: Tensor, s: Tensor, r_mask: Tensor, s_mask: Tensor
     ) -> tuple[Tensor, Tensor]:
         a = torch.einsum("bld,bsd->bls", self.affinity(r), s) / r.shape[-1] ** 0.5  # (B, L, S)
         pair = r_mask.unsqueeze(2) & s_mask.unsqueeze(1)
-        a = a.float().masked_fill(~pair, float("-inf"))
-        # a step is as similar to the other behaviour as its best match there
-        r_score = torch.sigmoid(a.amax(2)).nan_to_num(0.0) * r_mask  # (B, L)
-        s_score = torch.sigmoid(a.amax(1)).nan_to_num(0.0) * s_mask  # (B, S)
+        if self.pool == "max":
+            a = a.float().masked_fill(~pair, float("-inf"))
+            r_best, s_best = a.amax(2), a.amax(1)
+        else:
+            a = a.float() * pair
+            r_best = a.sum(2) / pair.sum(2).clamp_min(1)
+            s_best = a.sum(1) / pair.sum(1).clamp_min(1)
+        r_score = torch.sigmoid(r_best).nan_to_num(0.0) * r_mask  # (B, L)
+        s_score = torch.sigmoid(s_best).nan_to_num(0.0) * s_mask  # (B, S)
         return r_score, s_score
 
 
@@ -249,6 +263,10 @@ class SESRecConfig(ModelConfig):
     triplet_weight: float = Field(0.02, ge=0)  # weight of the similar/dissimilar triplet loss
     temperature: float = Field(0.1, gt=0)  # InfoNCE temperature
     margin: float = Field(0.5, ge=0)  # triplet margin (on unit vectors)
+    # the similar/dissimilar split: its co-attention's inputs (the encoded steps, or the steps'
+    # category embeddings alone) and how a step's affinities to the other history are pooled
+    split_on: Literal["encoded", "category"] = "category"
+    split_pool: Literal["max", "mean"] = "mean"
     max_contrastive_pairs: int = Field(1024, ge=2)  # query-item pairs per batch in the InfoNCE
 
     @model_validator(mode="after")
@@ -311,7 +329,7 @@ class SESRec(nn.Module):
             self.src_heads = [self.src_attention]
             parts += 1
             if o.disentangle:
-                self.co_attention = CoAttention(dim)
+                self.co_attention = CoAttention(dim if o.split_on == "encoded" else d, o.split_pool)
                 self.part_attention = nn.ModuleList(TargetAttention(dim) for _ in range(4))
                 sim_r, dis_r, sim_s, dis_s = self.part_attention
                 self.rec_heads += [sim_r, dis_r]  # the feed history's similar, dissimilar part
@@ -402,7 +420,11 @@ class SESRec(nn.Module):
         if not o.disentangle:
             h = Encoded(r, r_mask, whole(r_mask), s, s_mask, whole(s_mask))
         else:
-            r_score, s_score = self.co_attention(r, s, r_mask, s_mask)  # (B, L), (B, S)
+            if o.split_on == "encoded":
+                r_in, s_in = r, s
+            else:  # what the steps are about: their categories
+                r_in, s_in = self._lookup(seq[REC_CAT], "cat1"), self._lookup(seq[SRC_CAT], "cat1")
+            r_score, s_score = self.co_attention(r_in, s_in, r_mask, s_mask)  # (B, L), (B, S)
             # each history as a whole, its similar part (score) and its dissimilar part (1 - score)
             r_scales = torch.stack([torch.ones_like(r_score), r_score, 1 - r_score], 1).to(r.dtype)
             s_scales = torch.stack([torch.ones_like(s_score), s_score, 1 - s_score], 1).to(s.dtype)

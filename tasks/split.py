@@ -194,7 +194,8 @@ def split_logs(rec: pl.LazyFrame, src: pl.LazyFrame, p: SplitParams) -> Splits:
         pl.col("timestamp").cast(pl.Int64),
         parse_idlist("keyword").list.head(p.max_query_words).alias("keyword"),
     )
-    # one row per session: its query and the item it led to (first click, else first shown)
+    # one row per session: its query, the item it led to (first click, else first shown) and
+    # every item it showed (features takes the session's category from them)
     src_history = (
         src.sort("row")
         .group_by("search_session_id")
@@ -202,6 +203,7 @@ def split_logs(rec: pl.LazyFrame, src: pl.LazyFrame, p: SplitParams) -> Splits:
             pl.first("user_id", "timestamp", "keyword"),
             pl.col("item_id").filter(pl.col("click") == 1).first().alias("clicked"),
             pl.first("item_id").alias("first_shown"),
+            pl.col("item_id").alias("results"),
         )
         .select(
             "user_id",
@@ -209,6 +211,7 @@ def split_logs(rec: pl.LazyFrame, src: pl.LazyFrame, p: SplitParams) -> Splits:
             "timestamp",
             "keyword",
             pl.coalesce("clicked", "first_shown").alias("item_id"),
+            "results",
         )
         .sort("user_id", "timestamp", "search_session_id")
     )

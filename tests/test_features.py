@@ -74,3 +74,20 @@ def test_encoded_frames_keep_rows_and_history_alignment(built):
         assert out[name]["timestamp"].equals(split[name]["timestamp"])
     for f, size in spec["sparse"].items():
         assert out["rec_test"][f].max() < size, f
+
+
+def test_a_search_sessions_category_is_the_modal_category_of_what_it_showed():
+    from tasks.kuaisar.encoding import with_session_category
+
+    items = pl.LazyFrame({"item_id": [1, 2, 3, 4], "cat1": [7, 8, 8, 9]})
+    sessions = pl.LazyFrame(
+        {
+            "item_id": [1, 1, 4, 5],  # the item each session led to (5: no item row)
+            "results": [[1, 2, 3], [1, 4], [5, 6], [5]],
+            "cat1": [7, 7, 9, None],  # that item's category, as the join gives it
+        }
+    )
+    got = with_session_category(sessions, items).collect()["cat1"].to_list()
+    # 8 outvotes the clicked item's 7; a tie goes to the session's own item (7 over 9); no
+    # result with a category keeps the item's (9), or none
+    assert got == [8, 7, 9, None]

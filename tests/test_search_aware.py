@@ -208,3 +208,16 @@ def test_the_split_of_search_interests_is_summarised_per_seed_where_every_run_ha
     )
     rs[0]["interests"] = None  # a run without the split (real data, or before it existed)
     assert "interests_auc" not in summarise(rs)["checks"]["effect_on"]
+
+
+def test_the_overlap_sweep_draws_each_scores_share_called_similar_and_auc(tmp_path):
+    from flows.experiments.interests import SCORES, draw
+
+    def split(o: float) -> dict:
+        return {"truth_similar_share": o} | {
+            k: {"similar_share": o * 0.9, "auc": 0.7, "mean": 0.5} for k in SCORES
+        }
+
+    draw([{"overlap": o, "split": split(o)} for o in (0.0, 0.5, 1.0)], tmp_path / "o.png")
+    data = (tmp_path / "o.png").read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 5_000

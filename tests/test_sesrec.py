@@ -40,7 +40,12 @@ BASE = {
     "search_history": True,
     "disentangle": True,
     "time_gaps": True,
-    "search_match": False,  # the paper's configuration; the match is tested on its own below
+    # the paper's configuration: no match input, co-attention over the encoded steps by their
+    # best match (sarflow's defaults are tested on their own below; with the category split the
+    # time-gap toy below overfits instead: BENCHMARKS.md, "The split of search interests")
+    "search_match": False,
+    "split_on": "encoded",
+    "split_pool": "max",
     "n_layers": 1,
     "n_heads": 2,
     "dropout": 0.0,
@@ -219,6 +224,37 @@ def test_co_attention_scores_steps_by_their_best_match_in_the_other_history():
     assert (s_score > 0.9).all()
     r_score, _ = co(r, s, torch.tensor([[True, False, True]]), ones[1])
     assert r_score[0, 1] == 0  # a padded step is neither similar nor dissimilar
+
+
+def test_mean_pooled_co_attention_scores_a_step_by_how_much_of_the_other_history_matches_it():
+    e = torch.eye(4)
+    r = torch.stack([e[0], e[0], e[0], e[2]]).unsqueeze(0)  # the feed: mostly direction 0
+    s = torch.stack([e[0], e[2]]).unsqueeze(0)  # two searches: the feed's main and its rare one
+    masks = torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool)
+    scores = {}
+    for pool in ("max", "mean"):
+        co = CoAttention(4, pool)
+        with torch.no_grad():
+            co.affinity.weight.copy_(torch.eye(4) * 10)
+        scores[pool] = co(r, s, *masks)[1][0]
+    assert abs(scores["max"][0] - scores["max"][1]) < 1e-6  # both have a perfect best match
+    assert scores["mean"][0] > scores["mean"][1] + 0.15  # the feed clicks the first one 3x more
+    co = CoAttention(4, "mean")
+    padded = co(r, s, torch.tensor([[True, True, True, False]]), masks[1])[1]
+    full = co(r[:, :3], s, masks[0][:, :3], masks[1])[1]
+    torch.testing.assert_close(padded, full)  # a padded feed step counts for nothing
+
+
+@pytest.mark.parametrize("split_on", ["encoded", "category"])
+def test_each_split_gives_every_search_step_a_score_in_0_1_and_0_at_padding(split_on):
+    gen = torch.Generator().manual_seed(7)
+    sparse, dense, seqs = inputs(6, gen, empty=1)
+    cfg = {**FULL, "split_on": split_on, "split_pool": "mean"}
+    model = build_model(SPEC, {"kind": "sesrec", **cfg}, 2).eval()
+    score = model.net.search_similarity(seqs)
+    valid = (seqs[SRC_ITEM] > 0) | (seqs[SRC_WORD] > 0)[:, ::Q]
+    assert score.shape == (6, S) and (score[~valid] == 0).all()
+    assert ((score[valid] > 0) & (score[valid] < 1)).all()
 
 
 def test_sesrec_learns_a_planted_search_interest_that_the_ablation_cannot_see():
