@@ -24,6 +24,8 @@ CASES = [
     ("single_task", tm.SPEC, {"bottom": [16], "tower": [8]}, tm.inputs),
     ("sesrec", ts.SPEC, ts.FULL, ts.inputs),
     ("sesrec", ts.SPEC, ts.NOSEARCH, ts.inputs),
+    ("sesrec", ts.SPEC, ts.DEFAULTS, ts.inputs),  # sarflow's split and the match input
+    ("sesrec", ts.SPEC, ts.RULE, ts.inputs),
 ]
 IDS = [f"{k}-{i}" for i, (k, *_) in enumerate(CASES)]
 

@@ -61,6 +61,7 @@ FULL = {**BASE, "contrastive_weight": 0.1, "triplet_weight": 0.1}
 NOSEARCH = {**BASE, "search_history": False, "disentangle": False}
 NODIS = {**FULL, "disentangle": False}
 RULE = {**NOSEARCH, "search_match": True}  # the rule model: no search encoder, the match only
+DEFAULTS = {**FULL, "search_match": True, "split_on": "category", "split_pool": "mean"}  # sarflow's
 
 
 def inputs(b: int, gen: torch.Generator, empty: int = 0):
@@ -78,13 +79,18 @@ def inputs(b: int, gen: torch.Generator, empty: int = 0):
     return sparse, torch.randn(b, 1, generator=gen), seqs
 
 
-@pytest.mark.parametrize("cfg", [FULL, NOSEARCH, NODIS], ids=["full", "nosearch", "nodis"])
+@pytest.mark.parametrize(
+    "cfg",
+    [FULL, NOSEARCH, NODIS, DEFAULTS, RULE],
+    ids=["full", "nosearch", "nodis", "sarflow", "rule"],
+)
 def test_one_finite_logit_per_task_even_without_any_history(cfg):
     gen = torch.Generator().manual_seed(0)
     model = build_model(SPEC, {"kind": "sesrec", **cfg}, 3)
     out = model(*inputs(5, gen, empty=2))
     assert out.shape == (5, 3) and torch.isfinite(out).all()
-    loss = out.sum() + (model.auxiliary_loss() if cfg is not NOSEARCH else 0)
+    aux = model.auxiliary_loss()
+    loss = out.sum() + (aux if aux is not None else 0)
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is None or torch.isfinite(g).all() for g in grads)
