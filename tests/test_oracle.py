@@ -22,7 +22,7 @@ def params(**generate) -> Params:
 
 
 def test_without_a_search_effect_knowing_the_searches_is_worth_nothing():
-    r = search_gain_bound(params(search_effect=0.0))
+    r = search_gain_bound(params(search_effect=0.0, search_serving=0.0))
     assert r["ranked_clicks"] == 1500
     assert r["dynamic"] == r["static"] and all(v == 0 for v in r["gain"].values())
     # the truth ranks far above chance (NDCG@10 of a random ranking of 100: ~0.05)
@@ -30,14 +30,14 @@ def test_without_a_search_effect_knowing_the_searches_is_worth_nothing():
 
 
 def test_a_feed_that_answers_searches_makes_them_worth_much_more_than_the_click_effect_alone():
-    click_only = search_gain_bound(params(search_effect=1.5))["gain"]
+    click_only = search_gain_bound(params(search_effect=1.5, search_serving=0.0))["gain"]
     serving = search_gain_bound(params(search_effect=1.5, search_serving=0.3))["gain"]
     assert click_only["searched_ndcg@10"] > 0 and abs(click_only["ndcg@10"]) < 0.01
     assert serving["ndcg@10"] > 0.015 and serving["ndcg@10"] > 5 * click_only["ndcg@10"]
 
 
 def test_serving_shares_are_the_feeds_category_mix():
-    p = GenerateParams(**SMALL)
+    p = GenerateParams(**SMALL, search_serving=0.0)  # the mix before the feed answers searches
     _, w, _, _, rec = g.draw_logs(p)
     u, cat = rec["u"].to_numpy(), w.item_cat[rec["i"].to_numpy()]
     shares = g.serving_shares(w, u)
