@@ -273,12 +273,7 @@ def test_sesrec_learns_a_planted_search_interest_that_the_ablation_cannot_see():
         searched = (seqs[SRC_CAT] == sparse[:, 2:3]) & (seqs[SRC_ITEM] > 0)
         return searched.any(1).float().unsqueeze(1)
 
-    held_out = {}
-    for name, cfg in (("full", FULL), ("nosearch", NOSEARCH)):
-        model = fitted(cfg, train, label(*train))
-        with torch.no_grad():
-            logits = model.eval()(*test)
-        held_out[name] = F.binary_cross_entropy_with_logits(logits, label(*test)).item()
+    held_out = held_out_losses({"full": FULL, "nosearch": NOSEARCH}, train, test, label)
     assert held_out["full"] < 0.5 * held_out["nosearch"], held_out
 
 
@@ -293,13 +288,21 @@ def test_time_gaps_let_sesrec_tell_a_recent_search_from_an_old_one():
         recent = (seqs[SRC_CAT] == sparse[:, 2:3]) & (seqs[SRC_ITEM] > 0) & (seqs[SRC_AGE] <= 3)
         return recent.any(1).float().unsqueeze(1)
 
-    held_out = {}
-    for name, cfg in (("time", FULL), ("order", {**FULL, "time_gaps": False})):
+    held_out = held_out_losses(
+        {"time": FULL, "order": {**FULL, "time_gaps": False}}, train, test, label
+    )
+    assert held_out["time"] < 0.6 * held_out["order"], held_out
+
+
+def held_out_losses(configs: dict[str, dict], train: tuple, test: tuple, label) -> dict:
+    """Per named config, the held-out BCE of a model fitted to `label` on `train`."""
+    out = {}
+    for name, cfg in configs.items():
         model = fitted(cfg, train, label(*train))
         with torch.no_grad():
             logits = model.eval()(*test)
-        held_out[name] = F.binary_cross_entropy_with_logits(logits, label(*test)).item()
-    assert held_out["time"] < 0.6 * held_out["order"], held_out
+        out[name] = F.binary_cross_entropy_with_logits(logits, label(*test)).item()
+    return out
 
 
 def fitted(cfg: dict, batch: tuple, y: torch.Tensor, steps: int = 120) -> MultiTaskModel:
@@ -354,10 +357,5 @@ def test_the_rule_model_learns_a_recent_search_boost_the_ablation_cannot_see():
         recent = (seqs[SRC_CAT] == sparse[:, 2:3]) & (seqs[SRC_AGE] > 0) & (seqs[SRC_AGE] <= 3)
         return recent.any(1).float().unsqueeze(1)
 
-    held_out = {}
-    for name, cfg in (("rule", RULE), ("nosearch", NOSEARCH)):
-        model = fitted(cfg, train, label(*train))
-        with torch.no_grad():
-            logits = model.eval()(*test)
-        held_out[name] = F.binary_cross_entropy_with_logits(logits, label(*test)).item()
+    held_out = held_out_losses({"rule": RULE, "nosearch": NOSEARCH}, train, test, label)
     assert held_out["rule"] < 0.3 * held_out["nosearch"], held_out
