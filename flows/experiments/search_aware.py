@@ -50,8 +50,8 @@ from tasks.config.params import Params
 from tasks.evaluation import paired
 from tasks.io.atomic import write_json_atomic, write_text_atomic
 
-# the search-aware models (the ablation, the rule model, SESRec) in every cell; with the effect on
-# also SESRec without its similar/dissimilar split (does disentangling add anything?)
+# the search-aware models in every cell: the ablation, the rule model, SESRec and SESRec without
+# its similar/dissimilar split (does disentangling add anything?)
 SEARCH_AWARE = ["sesrec", "sesrec_nosearch", "sesrec_rule"]
 NO_SPLIT = "sesrec_nodis"
 SCENARIO = ["ple", "ple_search", "ple_joint"]
@@ -129,7 +129,7 @@ def one_cell(
     seed: int, effect: float, epochs: int, positives: int, work: str, scenario: bool = True
 ) -> dict[str, Any]:
     """Generate, validate, split, featurise, train and evaluate one dataset through DVC."""
-    models = SEARCH_AWARE + ([NO_SPLIT, *(SCENARIO if scenario else [])] if effect > 0 else [])
+    models = [*SEARCH_AWARE, NO_SPLIT, *(SCENARIO if effect > 0 and scenario else [])]
     d = Path(work) / f"seed{seed}-effect{effect:g}"
     shutil.rmtree(d, ignore_errors=True)
     copy_project(d, cell_params(seed, effect, epochs, models, positives))
