@@ -30,9 +30,10 @@ from prefect import flow, task
 from flows.experiments.search_aware import cell_params
 from flows.project import copy_project, dvc, with_python_on_path
 from tasks.io.atomic import write_json_atomic
+from tasks.report import SPLIT_SCORES
 
 OVERLAPS = [0.0, 0.25, 0.5, 0.75, 1.0]
-SCORES = ("model", "heuristic", "untrained")
+SCORES = tuple(SPLIT_SCORES)  # the scores evaluate gives each search step
 
 
 @task(task_run_name="search_rec_overlap={overlap}")

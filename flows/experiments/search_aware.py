@@ -49,6 +49,7 @@ from flows.project import ROOT, copy_project, with_python_on_path
 from tasks.config.params import Params
 from tasks.evaluation import paired
 from tasks.io.atomic import write_json_atomic, write_text_atomic
+from tasks.report import SPLIT_SCORES
 
 # the search-aware models in every cell: the ablation, the rule model, SESRec and SESRec without
 # its similar/dissimilar split (does disentangling add anything?)
@@ -246,7 +247,7 @@ def split_auc(runs: list[dict[str, Any]], effect_on: bool) -> dict[str, list] | 
     found = [r.get("interests") for r in _side(runs, effect_on)]
     if not found or None in found or any("auc" not in f.get("model", {}) for f in found):
         return None
-    return {k: [f[k]["auc"] for f in found] for k in ("model", "heuristic", "untrained")}
+    return {k: [f[k]["auc"] for f in found] for k in SPLIT_SCORES}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
