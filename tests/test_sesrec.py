@@ -143,6 +143,32 @@ def test_padded_history_steps_change_nothing():
     assert (out[~mask] == 0).all() and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("buckets", [1, 3, 4])
+def test_length_buckets_encode_the_same_function_as_padding_every_row(buckets):
+    """Rows grouped by width and trimmed (right-aligned windows, positions kept) give the outputs
+    and gradients of every row padded to the window: empty rows, one-step rows, full rows and
+    a masked step inside a window (an unknown item) included."""
+    gen = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    padded = SequenceEncoder(16, 32, n_layers=2, n_heads=2, dropout=0.0).double()
+    bucketed = SequenceEncoder(16, 32, n_layers=2, n_heads=2, dropout=0.0, buckets=buckets)
+    bucketed.double().load_state_dict(padded.state_dict())
+    n = 12
+    width = torch.tensor([0, 1, 2, 5, 12, 7, 0, 3, 12, 9, 4, 11])
+    mask = torch.arange(n) >= n - width.unsqueeze(1)
+    mask[4, 6] = mask[9, 8] = False  # unknown items inside a window
+    x = torch.randn(len(width), n, 16, generator=gen, dtype=torch.double, requires_grad=True)
+    outs, grads = [], []
+    for enc in (padded, bucketed):
+        out = enc(x, mask)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), [x, *enc.parameters()]))
+    torch.testing.assert_close(outs[1], outs[0])
+    assert (outs[1][~mask] == 0).all()
+    for a, b in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_the_encoder_layer_computes_pytorchs_transformer_layer(train):
     """EncoderLayer is nn.TransformerEncoderLayer in fewer ops: the same parameter names (one's
