@@ -9,7 +9,14 @@ import pytest
 from tasks.config.params import ReportParams
 from tasks.evaluation.candidates import click_values, rank_metrics, ranks_of
 from tasks.evaluation.metrics import auc
-from tasks.evaluation.paired import _Ranked, _weighted_auc, compare, paired_auc, paired_mean
+from tasks.evaluation.paired import (
+    _boots,
+    _Ranked,
+    _weighted_auc,
+    compare,
+    paired_auc,
+    paired_mean,
+)
 from tasks.report import ci_table, kendall_tau, paired_rows, sampled_vs_full
 
 
@@ -62,6 +69,26 @@ def test_a_paired_auc_ci_tells_a_better_model_from_an_equal_one():
     assert not paired_auc(y, good, also_good, resamples=300)["excludes_0"]
     y[:10] = np.nan  # outside the task's sample space: dropped
     assert paired_auc(y, good, worse, resamples=100)["n"] == 3990
+
+
+def test_a_models_bootstrap_kept_for_its_next_pair_is_keyed_by_its_scores():
+    """bootstrap_auc keeps a model's resampled AUCs for its next pair on the same rows: a pair
+    gives the same CI with the kept ones as drawn afresh, in either order (negated), and scores
+    changed in place are not mistaken for the kept ones."""
+    rng = np.random.default_rng(3)
+    y = (rng.random(3000) < 0.4).astype(float)
+    a, b, c = (y + rng.normal(0, s, 3000) for s in (1.0, 1.5, 2.0))
+    first = paired_auc(y, a, b, resamples=200)
+    paired_auc(y, a, c, resamples=200)  # a's resamples kept from the pair before
+    _boots.clear()
+    assert paired_auc(y, a, b, resamples=200) == first
+    back = paired_auc(y, b, a, resamples=200)  # both kept
+    assert [back[k] for k in ("diff", "lo", "hi")] == pytest.approx(
+        [-first[k] for k in ("diff", "hi", "lo")], abs=1e-12
+    )
+    a[y == 1] -= 3.0  # the same array object, now a worse model
+    assert paired_auc(y, a, b, resamples=200)["diff"] == pytest.approx(auc(y, a) - auc(y, b))
+    assert paired_auc(y, a, b, resamples=200)["diff"] < 0 < first["diff"]
 
 
 def _artifacts(tmp_path, ranks: dict[str, np.ndarray], probs: dict[str, np.ndarray], y):

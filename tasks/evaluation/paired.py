@@ -10,6 +10,8 @@ that covers 0 is not evidence of no difference, only of none this test set can r
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,13 @@ SLICED = ("searched_hr@10", "searched_ndcg@10")
 RANKING = (*SAMPLED, *FULL, *SLICED)
 
 
+@functools.lru_cache(maxsize=4)
 def poisson_weights(n: int, resamples: int, seed: int) -> np.ndarray:
-    """(resamples, n) Poisson(1) bootstrap weights."""
-    return np.random.default_rng(seed).poisson(1.0, size=(resamples, n)).astype(np.float32)
+    """(resamples, n) Poisson(1) bootstrap weights, read-only: the last few are kept, as the
+    report draws the same ones for every metric of every pair on the same clicks."""
+    w = np.random.default_rng(seed).poisson(1.0, size=(resamples, n)).astype(np.float32)
+    w.flags.writeable = False
+    return w
 
 
 def _ci(stats: np.ndarray, point: float) -> dict[str, Any]:
@@ -115,13 +121,30 @@ def paired_auc(
     """AUC(a) - AUC(b) on the same rows, with its bootstrap 95% CI (rows with a NaN label drop)."""
     keep = ~np.isnan(y)
     y, pa, pb = (np.asarray(v, dtype=np.float64)[keep] for v in (y, pa, pb))
-    a, b = _Ranked.of(y, pa), _Ranked.of(y, pb)
-    ones = np.ones((1, len(y)))
-    point = float(_weighted_auc(a, ones)[0] - _weighted_auc(b, ones)[0])
-    stats = [
-        _weighted_auc(a, w) - _weighted_auc(b, w) for w in _auc_weights(len(y), resamples, seed)
-    ]
-    return _ci(np.concatenate(stats), point) | {"n": int(len(y))}
+    (point_a, boot_a), (point_b, boot_b) = (bootstrap_auc(y, p, resamples, seed) for p in (pa, pb))
+    return _ci(boot_a - boot_b, point_a - point_b) | {"n": int(len(y))}
+
+
+# bootstrap_auc's results by (labels, scores, resamples, seed): the report pairs each model with
+# several others on the same rows and weights, and the bootstrap was 90% of its time
+_boots: dict[tuple[bytes, int, int], tuple[float, np.ndarray]] = {}
+
+
+def bootstrap_auc(
+    y: np.ndarray, p: np.ndarray, resamples: int, seed: int
+) -> tuple[float, np.ndarray]:
+    """AUC of scores `p` on labels `y` (float64, no NaN), and its value under each of the
+    `resamples` Poisson weight rows of `seed` (the rows every paired_auc on these rows shares),
+    computed once per distinct (y, p, resamples, seed) in a process."""
+    digest = hashlib.blake2b(y.tobytes(), digest_size=16)
+    digest.update(p.tobytes())
+    key = (digest.digest(), resamples, seed)
+    if key not in _boots:
+        r = _Ranked.of(y, p)
+        point = float(_weighted_auc(r, np.ones((1, len(y))))[0])
+        boots = [_weighted_auc(r, w) for w in _auc_weights(len(y), resamples, seed)]
+        _boots[key] = (point, np.concatenate(boots))
+    return _boots[key]
 
 
 def rank_pairs(ra: pl.DataFrame, rb: pl.DataFrame, resamples: int, seed: int) -> dict[str, dict]:
