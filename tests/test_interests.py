@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -45,6 +47,10 @@ def test_the_summary_scores_each_split_against_the_truth_and_says_what_it_calls_
     assert out["perfect"]["auc"] == 1.0 and out["backwards"]["auc"] == 0.0
     assert out["backwards"]["similar_share"] == 0.5 and out["perfect"]["mean"] == 0.5
     assert "auc" not in summary(table, None, ["perfect"])["perfect"]  # real data: no truth
+    for one_class in (np.zeros(4), np.ones(4)):  # search_rec_overlap 0 or 1: AUC undefined
+        out = summary(table, one_class, ["perfect"])
+        assert "auc" not in out["perfect"] and out["truth_similar_share"] == one_class[0]
+        json.dumps(out, allow_nan=False)  # valid JSON: no NaN
 
 
 def test_last_rows_picks_each_users_latest_sample_in_user_order():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -64,7 +65,8 @@ def draw(runs: list[dict[str, Any]], path: Path) -> None:
     share.plot(x, [r["split"]["truth_similar_share"] for r in runs], "k-o", label="truly similar")
     for k, colour in zip(SCORES, ("C0", "C1", "C7"), strict=True):
         share.plot(x, [r["split"][k]["similar_share"] for r in runs], "o-", color=colour, label=k)
-        auc.plot(x, [r["split"][k]["auc"] for r in runs], "o-", color=colour, label=k)
+        # no AUC where every step is similar or none is (overlap 0 and 1)
+        auc.plot(x, [r["split"][k].get("auc", math.nan) for r in runs], "o-", color=colour, label=k)
     share.set(xlabel="search_rec_overlap", ylabel="share of search steps called similar")
     auc.axhline(0.5, color="grey", lw=0.8, ls="--")
     auc.set(xlabel="search_rec_overlap", ylabel="AUC against the planted truth", ylim=(0, 1))
@@ -92,7 +94,7 @@ def interests(
         print(
             f"overlap {r['overlap']:g}: truly similar {s['truth_similar_share']:.3f}; "
             + "; ".join(
-                f"{k} calls {s[k]['similar_share']:.3f} similar, AUC {s[k]['auc']:.3f}"
+                f"{k} calls {s[k]['similar_share']:.3f} similar, AUC {s[k].get('auc', math.nan):.3f}"
                 for k in SCORES
             )
         )

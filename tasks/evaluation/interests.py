@@ -119,14 +119,15 @@ def step_table(
 
 def summary(table: pl.DataFrame, truth: np.ndarray | None, names: list[str]) -> dict:
     """Per score: its mean, the share of steps it calls similar (> 0.5) and, given the truth
-    (1 similar, 0 dissimilar, per row of `table`), its AUC; the truth's own share."""
+    (1 similar, 0 dissimilar, per row of `table`), its AUC (left out where the truth has one
+    class, as with search_rec_overlap 0 or 1: JSON has no NaN); the truth's own share."""
     out: dict = {"steps": len(table), "users": table["user"].n_unique()}
     if truth is not None:
         out["truth_similar_share"] = round(float(truth.mean()), 5) if len(truth) else None
     for name in names:
         s = table[name].to_numpy()
         row = {"mean": float(s.mean()), "similar_share": float((s > 0.5).mean())}
-        if truth is not None:
+        if truth is not None and 0 < truth.sum() < len(truth):
             row["auc"] = auc(truth, s)
         out[name] = {k: round(v, 5) for k, v in row.items()}
     return out
