@@ -221,3 +221,26 @@ def test_the_overlap_sweep_draws_each_scores_share_called_similar_and_auc(tmp_pa
     draw([{"overlap": o, "split": split(o)} for o in (0.0, 0.5, 1.0)], tmp_path / "o.png")
     data = (tmp_path / "o.png").read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 5_000
+
+
+def test_the_effect_off_control_alone_with_its_own_overlap_summarises_without_the_on_side():
+    """--off-only --off-overlap 0: cells with the effect off and searches that carry no feed
+    interest; the summary and table have the off side's checks, no verdict, no on side."""
+    project = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = cell_params(4, 0.0, 3, SEARCH_AWARE, 5000, overlap=0.0)
+    assert p["generate"] == project["generate"] | {
+        "seed": 4,
+        "search_effect": 0.0,
+        "search_serving": 0.0,
+        "search_rec_overlap": 0.0,
+    }
+    off = [
+        r for r in with_rule(runs(0.02, 0.0, 0.0), 0.02, rule_off=0.001) if not r["search_effect"]
+    ]
+    s = summarise(off)
+    assert s["checks"]["effect_on"] == {} and "earned" not in s["checks"]
+    assert s["checks"]["effect_off"]["seeds_covering_0"] == 3
+    assert s["checks"]["effect_off"]["rule"]["gain"] == pytest.approx([0.001] * 3)
+    text = table(s, [1, 2, 3])
+    assert "effect off: rule model minus no-search ablation" in text
+    assert "effect on:" not in text

@@ -70,13 +70,21 @@ ROWS = [
 
 
 def cell_params(
-    seed: int, effect: float, epochs: int, models: list[str], positives: int
+    seed: int,
+    effect: float,
+    epochs: int,
+    models: list[str],
+    positives: int,
+    overlap: float | None = None,
 ) -> dict[str, Any]:
     """The project's params with this cell's data seed, search effect, epochs, models and
-    number of ranked test clicks (none ranked in full). Effect 0 turns the search->feed effect
-    off whole: no click boost and no serving of searched categories."""
+    number of ranked test clicks (none ranked in full); `overlap`, where given, the generator's
+    search_rec_overlap. Effect 0 turns the search->feed effect off whole: no click boost and no
+    serving of searched categories."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["generate"] |= {"seed": seed, "search_effect": effect}
+    if overlap is not None:
+        params["generate"]["search_rec_overlap"] = overlap
     if effect == 0:
         params["generate"]["search_serving"] = 0.0
     params["train"] |= {"seed": seed, "epochs": epochs, "models": models}
@@ -125,15 +133,22 @@ def split_summary(artifacts: Path) -> dict | None:
     return None if found is None else {k: v for k, v in found.items() if k != "shown"}
 
 
-@task(task_run_name="seed={seed} search_effect={effect}")
+@task(task_run_name="seed={seed} search_effect={effect} search_rec_overlap={overlap}")
 def one_cell(
-    seed: int, effect: float, epochs: int, positives: int, work: str, scenario: bool = True
+    seed: int,
+    effect: float,
+    epochs: int,
+    positives: int,
+    work: str,
+    scenario: bool = True,
+    overlap: float | None = None,
 ) -> dict[str, Any]:
     """Generate, validate, split, featurise, train and evaluate one dataset through DVC."""
     models = [*SEARCH_AWARE, NO_SPLIT, *(SCENARIO if effect > 0 and scenario else [])]
-    d = Path(work) / f"seed{seed}-effect{effect:g}"
+    d = Path(work) / f"seed{seed}-effect{effect:g}-overlap{overlap}"
     shutil.rmtree(d, ignore_errors=True)
-    copy_project(d, cell_params(seed, effect, epochs, models, positives))
+    params = cell_params(seed, effect, epochs, models, positives, overlap)
+    copy_project(d, params)
     try:
         pipeline.with_options(name=f"sarflow-pipeline seed={seed} effect={effect:g}")(str(d))
         metrics = {
@@ -147,6 +162,7 @@ def one_cell(
     return {
         "seed": seed,
         "search_effect": effect,
+        "search_rec_overlap": params["generate"]["search_rec_overlap"],
         "metrics": metrics,
         "paired": pairs,
         "truth_gain": truth,
@@ -265,6 +281,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                     "values": v.round(5).tolist(),
                 }
         out["checks"][side] = _gain(runs, on, "ndcg@10")
+        if out["checks"][side] is None:  # no run on this side (--off-only)
+            out["checks"][side] = {}
+            continue
         if _has(runs, "searched_ndcg@10"):  # results from before the slice existed lack it
             out["checks"][side]["searched"] = _gain(runs, on, "searched_ndcg@10")
         for key, (a, b) in RULE_GAINS.items():
@@ -273,7 +292,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if (split := split_auc(runs, on)) is not None:
             out["checks"][side]["interests_auc"] = split
     verdict = earned(
-        out["checks"]["effect_on"],
+        out["checks"]["effect_on"] or None,
         out["checks"]["effect_on"].get("rule"),
         out["checks"]["effect_off"],
     )
@@ -335,7 +354,7 @@ def table(summary: dict[str, Any], seeds: list[int]) -> str:
     }
     for side in ("effect_on", "effect_off"):
         for c in (ch[side], ch[side].get("searched"), *(ch[side].get(k) for k in RULE_GAINS)):
-            if c is None:
+            if not c:  # None, or {}: no run on this side
                 continue
             a, b = c.get("pair", "sesrec-sesrec_nosearch").split("-")
             text.append(
@@ -387,9 +406,14 @@ def search_aware(
     effect: float | None = None,
     positives: int = 10_000,
     scenario: bool = True,
+    off_overlap: float | None = None,
+    off_only: bool = False,
 ) -> dict[str, Any]:
     """`effect`: the 'on' setting of generate.search_effect (default: params.yaml's);
-    `scenario`: also train the joint and per-scenario PLE models where the effect is on."""
+    `scenario`: also train the joint and per-scenario PLE models where the effect is on;
+    `off_overlap`: the effect-off cells' search_rec_overlap (default params.yaml's; 0 makes
+    their searches say next to nothing of the user's feed interests, the control a learned
+    model needs); `off_only`: the effect-off cells alone."""
     with_python_on_path()
     seeds = seeds or [1, 2, 3]
     if effect is None:
@@ -400,9 +424,9 @@ def search_aware(
         raise ValueError(f"the search effect's 'on' setting must be > 0, got {effect}")
     work_dir = Path(work or tempfile.mkdtemp(prefix="sarflow-search-aware-"))
     runs = [
-        one_cell(s, e, epochs, positives, str(work_dir), scenario)
+        one_cell(s, e, epochs, positives, str(work_dir), scenario, None if e else off_overlap)
         for s in seeds
-        for e in (effect, 0.0)
+        for e in ((0.0,) if off_only else (effect, 0.0))
     ]
     return write_report(Path(out), seeds, epochs, effect, positives, runs)
 
@@ -461,6 +485,13 @@ def main(argv: list[str] | None = None) -> None:
         help="only the search-aware models (no joint / per-scenario PLE comparison)",
     )
     ap.add_argument(
+        "--off-overlap",
+        type=float,
+        default=None,
+        help="search_rec_overlap of the effect-off cells (0: searches that carry no feed interest)",
+    )
+    ap.add_argument("--off-only", action="store_true", help="only the effect-off cells")
+    ap.add_argument(
         "--from-results",
         action="store_true",
         help="no training: rewrite the report from --out's results.json (adds truth gains)",
@@ -477,6 +508,8 @@ def main(argv: list[str] | None = None) -> None:
             args.effect,
             args.positives,
             not args.no_scenario,
+            args.off_overlap,
+            args.off_only,
         )
     print(json.dumps({"out": args.out}))
 
