@@ -140,7 +140,7 @@ def test_from_results_rewrites_the_report_adding_only_missing_truth_gains(tmp_pa
     (tmp_path / "results.json").write_text(json.dumps(res))
     calls = []
 
-    def fake(seed, effect, positives, candidates=None):
+    def fake(seed, effect, positives, candidates=None, overlap=None):
         calls.append((seed, effect, positives))
         return {"ndcg@10": 0.01}
 
@@ -156,6 +156,22 @@ def test_from_results_rewrites_the_report_adding_only_missing_truth_gains(tmp_pa
 def test_truth_gain_is_zero_on_a_cell_without_the_search_effect():
     # the experiment's own dataset (default size, seed 2): a real redraw, seconds
     assert sa.truth_gain(2, 0.0, 500) == {"ndcg@10": 0.0, "searched_ndcg@10": 0.0}
+
+
+def test_truth_gain_redraws_the_cells_own_logs_overlap_included(monkeypatch):
+    """A cell with its own search_rec_overlap is redrawn with it (with the default one the
+    cell's candidates would not be in the redrawn log)."""
+    seen = []
+
+    def fake(params, candidates=None):
+        seen.append(params.generate.search_rec_overlap)
+        return {"gain": {"ndcg@10": 0.0}}
+
+    monkeypatch.setattr(sa, "search_gain_bound", fake)
+    sa.truth_gain(1, 0.0, 500, None, 0.0)
+    sa.truth_gain(1, 0.0, 500)
+    project = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert seen == [0.0, project["generate"]["search_rec_overlap"]] and seen[1] != 0.0
 
 
 def with_rule(rs: list[dict], rule_on: float, rule_off: float = 0.0) -> list[dict]:

@@ -97,12 +97,16 @@ def cell_params(
 
 
 def truth_gain(
-    seed: int, effect: float, positives: int, candidates: Path | None = None
+    seed: int,
+    effect: float,
+    positives: int,
+    candidates: Path | None = None,
+    overlap: float | None = None,
 ) -> dict[str, float]:
     """What the generator's truth ranker gains from the searches on this cell's dataset (feed
     ndcg@10 and searched_ndcg@10; flows.experiments.oracle), on the cell's own candidates file
-    when given. Redraws the logs: seconds, no training."""
-    params = Params.model_validate(cell_params(seed, effect, 1, SEARCH_AWARE, positives))
+    when given. Redraws the logs with the cell's params (overlap included): seconds."""
+    params = Params.model_validate(cell_params(seed, effect, 1, SEARCH_AWARE, positives, overlap))
     gain = search_gain_bound(params, candidates=candidates)["gain"]
     return {k: gain[k] for k in ("ndcg@10", "searched_ndcg@10") if k in gain}
 
@@ -156,7 +160,8 @@ def one_cell(
         }
         pairs = cell_pairs(d / "artifacts", models)
         split = split_summary(d / "artifacts")
-        truth = truth_gain(seed, effect, positives, d / "data" / "candidates" / "test.parquet")
+        candidates = d / "data" / "candidates" / "test.parquet"
+        truth = truth_gain(seed, effect, positives, candidates, overlap)
     finally:
         shutil.rmtree(d, ignore_errors=True)  # a dataset and models per cell: keep only metrics
     return {
@@ -465,7 +470,9 @@ def from_results(folder: Path) -> dict[str, Any]:
     res = json.loads(path.read_text())
     for r in res["runs"]:
         if "truth_gain" not in r:
-            r["truth_gain"] = truth_gain(r["seed"], r["search_effect"], res["positives"])
+            r["truth_gain"] = truth_gain(
+                r["seed"], r["search_effect"], res["positives"], None, r.get("search_rec_overlap")
+            )
     return write_report(
         folder, res["seeds"], res["epochs"], res["effect"], res["positives"], res["runs"]
     )
