@@ -40,8 +40,7 @@ SCORES = tuple(SPLIT_SCORES)  # the scores evaluate gives each search step
 @task(task_run_name="search_rec_overlap={overlap}")
 def one_overlap(overlap: float, seed: int, epochs: int, work: str) -> dict[str, Any]:
     """Generate a dataset with this overlap, train and evaluate sesrec; its split's summary."""
-    params = cell_params(seed, 1.5, epochs, ["sesrec"], 2000)
-    params["generate"]["search_rec_overlap"] = overlap
+    params = cell_params(seed, 1.5, epochs, ["sesrec"], 2000, overlap)
     d = Path(work) / f"overlap{overlap:g}"
     shutil.rmtree(d, ignore_errors=True)
     copy_project(d, params)
