@@ -87,6 +87,34 @@ def test_search_rec_overlap_controls_shared_interests(overlap):
     assert shared == pytest.approx(overlap)
 
 
+def test_independent_search_interests_are_feed_interests_only_as_often_as_chance():
+    """search_interests "independent": the search interests are drawn by popularity without
+    looking at the feed interests, so a search-interest slot repeats a feed interest about as
+    often as a second, independent draw of feed interests does (far from 0 and from 1), and
+    search_rec_overlap no longer matters."""
+    w0, w1, again = (
+        make_world(
+            GenerateParams(
+                n_users=2000, search_interests="independent", search_rec_overlap=overlap
+            ),
+            np.random.default_rng(seed),
+        )
+        for overlap, seed in ((0.0, 0), (1.0, 0), (0.0, 1))
+    )
+    assert np.array_equal(w0.search_cats, w1.search_cats)
+    shared = (w0.search_cats[:, :, None] == w0.feed_cats[:, None, :]).any(-1).mean()
+    chance = (again.feed_cats[:, :, None] == w0.feed_cats[:, None, :]).any(-1).mean()
+    assert 0.2 < shared < 0.6 and shared == pytest.approx(chance, abs=0.03)
+    assert (np.sort(w0.search_cats, 1)[:, 1:] != np.sort(w0.search_cats, 1)[:, :-1]).all()
+
+
+def test_the_default_world_is_drawn_as_before_the_independent_setting():
+    """The default ("overlap") draws nothing more: its search interests are the overlap rule's."""
+    p = GenerateParams(n_users=300, n_categories=12, search_rec_overlap=0.0)
+    w = make_world(p, np.random.default_rng(0))
+    assert not (w.search_cats[:, :, None] == w.feed_cats[:, None, :]).any()
+
+
 @pytest.mark.parametrize(("overlap", "share"), [(0.0, 0.0), (1.0, 1.0), (0.5, 0.5)])
 def test_the_planted_split_calls_a_session_similar_when_its_category_is_a_feed_interest(
     overlap, share

@@ -10,6 +10,7 @@ import yaml
 import flows.experiments.search_aware as sa
 from flows.experiments.search_aware import SCENARIO, SEARCH_AWARE, cell_params, summarise, table
 from flows.project import ROOT
+from tasks.config.params import Params
 
 
 def metrics(ndcg: float, auc: float = 0.7, search: float = 0.6, searched: float = 0.0) -> dict:
@@ -260,3 +261,24 @@ def test_the_effect_off_control_alone_with_its_own_overlap_summarises_without_th
     text = table(s, [1, 2, 3])
     assert "effect off: rule model minus no-search ablation" in text
     assert "effect on:" not in text
+
+
+def test_the_independent_control_draws_search_interests_without_the_feeds_and_says_so():
+    """--off-overlap independent: the cell's generator draws search interests independently of
+    the feed interests, its results say "independent", and a bad value is refused by name."""
+    project = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = cell_params(4, 0.0, 3, SEARCH_AWARE, 5000, overlap="independent")
+    assert p["generate"] == project["generate"] | {
+        "seed": 4,
+        "search_effect": 0.0,
+        "search_serving": 0.0,
+        "search_interests": "independent",
+    }
+    assert sa.overlap_of(p["generate"]) == "independent"
+    assert (
+        sa.overlap_of(cell_params(4, 0.0, 3, SEARCH_AWARE, 5000, overlap=0.25)["generate"]) == 0.25
+    )
+    assert Params.model_validate(p).generate.search_interests == "independent"
+    assert sa.overlap_arg("independent") == "independent" and sa.overlap_arg("0.5") == 0.5
+    with pytest.raises(SystemExit):
+        sa.main(["--off-overlap", "separate"])

@@ -37,7 +37,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -56,6 +56,9 @@ from tasks.report import SPLIT_SCORES
 SEARCH_AWARE = ["sesrec", "sesrec_nosearch", "sesrec_rule"]
 NO_SPLIT = "sesrec_nodis"
 SCENARIO = ["ple", "ple_search", "ple_joint"]
+# a cell's search interests: a search_rec_overlap, "independent" (generate.search_interests:
+# drawn without looking at the feed interests) or None (params.yaml's)
+Overlap = float | Literal["independent"] | None
 # (model, task, metric) rows of the table
 ROWS = [
     *[
@@ -75,15 +78,18 @@ def cell_params(
     epochs: int,
     models: list[str],
     positives: int,
-    overlap: float | None = None,
+    overlap: Overlap = None,
 ) -> dict[str, Any]:
     """The project's params with this cell's data seed, search effect, epochs, models and
     number of ranked test clicks (none ranked in full); `overlap`, where given, the generator's
-    search_rec_overlap. Effect 0 turns the search->feed effect off whole: no click boost and no
+    search_rec_overlap, or "independent" for search interests drawn independently of the feed
+    interests. Effect 0 turns the search->feed effect off whole: no click boost and no
     serving of searched categories."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["generate"] |= {"seed": seed, "search_effect": effect}
-    if overlap is not None:
+    if overlap == "independent":
+        params["generate"]["search_interests"] = "independent"
+    elif overlap is not None:
         params["generate"]["search_rec_overlap"] = overlap
     if effect == 0:
         params["generate"]["search_serving"] = 0.0
@@ -101,7 +107,7 @@ def truth_gain(
     effect: float,
     positives: int,
     candidates: Path | None = None,
-    overlap: float | None = None,
+    overlap: Overlap = None,
 ) -> dict[str, float]:
     """What the generator's truth ranker gains from the searches on this cell's dataset (feed
     ndcg@10 and searched_ndcg@10; flows.experiments.oracle), on the cell's own candidates file
@@ -145,7 +151,7 @@ def one_cell(
     positives: int,
     work: str,
     scenario: bool = True,
-    overlap: float | None = None,
+    overlap: Overlap = None,
 ) -> dict[str, Any]:
     """Generate, validate, split, featurise, train and evaluate one dataset through DVC."""
     models = [*SEARCH_AWARE, NO_SPLIT, *(SCENARIO if effect > 0 and scenario else [])]
@@ -167,7 +173,7 @@ def one_cell(
     return {
         "seed": seed,
         "search_effect": effect,
-        "search_rec_overlap": params["generate"]["search_rec_overlap"],
+        "search_rec_overlap": overlap_of(params["generate"]),
         "metrics": metrics,
         "paired": pairs,
         "truth_gain": truth,
@@ -411,14 +417,15 @@ def search_aware(
     effect: float | None = None,
     positives: int = 10_000,
     scenario: bool = True,
-    off_overlap: float | None = None,
+    off_overlap: Overlap = None,
     off_only: bool = False,
 ) -> dict[str, Any]:
     """`effect`: the 'on' setting of generate.search_effect (default: params.yaml's);
     `scenario`: also train the joint and per-scenario PLE models where the effect is on;
-    `off_overlap`: the effect-off cells' search_rec_overlap (default params.yaml's; 0 makes
-    their searches say next to nothing of the user's feed interests, the control a learned
-    model needs); `off_only`: the effect-off cells alone."""
+    `off_overlap`: the effect-off cells' search_rec_overlap (default params.yaml's; 0 makes a
+    searched category a sign that it is *not* a feed interest), or "independent" (search
+    interests drawn without looking at the feed interests: searches that say nothing of the
+    feed, the control a learned model needs); `off_only`: the effect-off cells alone."""
     with_python_on_path()
     seeds = seeds or [1, 2, 3]
     if effect is None:
@@ -478,6 +485,25 @@ def from_results(folder: Path) -> dict[str, Any]:
     )
 
 
+def overlap_of(generate: dict[str, Any]) -> float | str:
+    """A cell's search interests as its results record them: "independent" or the overlap."""
+    if generate.get("search_interests") == "independent":
+        return "independent"
+    return generate["search_rec_overlap"]
+
+
+def overlap_arg(text: str) -> float | str:
+    """--off-overlap's value: a number in [0, 1] or the word independent."""
+    if text == "independent":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a search_rec_overlap in [0, 1] or 'independent', got {text!r}"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -493,9 +519,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--off-overlap",
-        type=float,
+        type=overlap_arg,
         default=None,
-        help="search_rec_overlap of the effect-off cells (0: searches that carry no feed interest)",
+        help="search_rec_overlap of the effect-off cells, or 'independent' (search interests "
+        "drawn without looking at the feed interests: searches that say nothing of the feed)",
     )
     ap.add_argument("--off-only", action="store_true", help="only the effect-off cells")
     ap.add_argument(

@@ -75,6 +75,11 @@ class GenerateParams(_Strict):
     days: int = Field(19, ge=2, le=3650)
     activity_skew: float = Field(1.0, ge=0, le=3)
     search_rec_overlap: float = Field(0.5, ge=0, le=1)
+    # "overlap": each search-interest slot is the feed interest in that slot with probability
+    # search_rec_overlap, else a category outside them; "independent": the three search
+    # interests are drawn by category popularity without looking at the feed interests
+    # (search_rec_overlap unused), so a search says nothing of the feed beyond popularity
+    search_interests: Literal["overlap", "independent"] = "overlap"
     search_effect: float = Field(1.5, ge=0, le=10)
     search_effect_hours: float = Field(48.0, gt=0)
     # share of feed impressions that serve the category of the user's last search (in the

@@ -4,7 +4,10 @@ structure (the generate stage writes it; the truth ranker reads its planted rule
 Planted truth (what models can learn and what tests check):
 - Each user has 3 feed-interest categories (interest 1.0, 0.7, 0.5) and 3 search-interest
   categories; each search-interest slot equals the feed interest in that slot with probability
-  `search_rec_overlap`, else it is a category outside the feed interests.
+  `search_rec_overlap`, else it is a category outside the feed interests. With
+  `search_interests` "independent" the three are drawn by category popularity alone, as the
+  feed interests are, so they are feed interests only as often as chance makes them (the
+  control in which searches carry no information about the feed).
 - Feed click logit = base + 3.0 * interest(user, category) + 0.6 * item quality + user bias
   (from onehot_feat1) + `search_effect` if the user searched that category within the last
   `search_effect_hours` + noise. `base` is calibrated so that clicks are ~1:1.
@@ -106,6 +109,12 @@ def make_world(p: GenerateParams, rng: np.random.Generator) -> World:
     feed_cats = _top_k(rng, logp, 3)
     others = _top_k(rng, np.where(_onehot(feed_cats, C), -np.inf, logp), 3)
     overlap = rng.random((n_users, 3)) < p.search_rec_overlap
+    # drawn only when asked for, so that the default world's draws stay as they were
+    search_cats = (
+        _top_k(rng, logp, 3)
+        if p.search_interests == "independent"
+        else np.where(overlap, feed_cats, others)
+    )
     feat1 = rng.integers(0, 3, n_users)
     follow_prone = rng.permutation(np.linspace(-1.0, 1.0, 8))
     return World(
@@ -121,7 +130,7 @@ def make_world(p: GenerateParams, rng: np.random.Generator) -> World:
             np.clip(np.exp(rng.normal(np.log(20_000), 0.9, n_items)), 2_000, 600_000), -2
         ),
         feed_cats=feed_cats,
-        search_cats=np.where(overlap, feed_cats, others),
+        search_cats=search_cats,
         user_activity=rng.lognormal(0.0, p.activity_skew, n_users),
         user_search_activity=rng.lognormal(0.0, p.activity_skew, n_users),
         feat1=feat1,
