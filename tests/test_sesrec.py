@@ -277,7 +277,34 @@ def test_mean_pooled_co_attention_scores_a_step_by_how_much_of_the_other_history
     torch.testing.assert_close(padded, full)  # a padded feed step counts for nothing
 
 
-@pytest.mark.parametrize("split_on", ["encoded", "category"])
+def test_the_same_category_split_scores_a_search_by_the_share_of_the_feed_in_its_category():
+    """split_on same_category: a search step's score rises with the share of the feed window in
+    its category, whatever the learned scalars (the "same" weight is kept positive); an unknown
+    category (0) matches nothing, and a padded feed step counts for nothing."""
+    r = torch.tensor([[3, 3, 3, 5, 0]])  # feed steps' categories: 3/4 in 3, 1/4 in 5, a padded one
+    s = torch.tensor(
+        [[3, 5, 7, 0]]
+    )  # searches: the feed's main category, its rare one, none, unknown
+    r_mask, s_mask = (
+        torch.tensor([[True, True, True, True, False]]),
+        torch.ones(1, 4, dtype=torch.bool),
+    )
+    co = CoAttention(None, "mean")
+    for same in (4.0, -3.0):  # softplus keeps even a negative raw weight a positive match
+        with torch.no_grad():
+            co.same.fill_(same)
+            score = co(r, s, r_mask, s_mask)[1][0]
+        assert score[0] > score[1] > score[2] and score[2].item() == pytest.approx(score[3].item())
+        assert score[2].item() == pytest.approx(torch.sigmoid(co.other).item())
+    with torch.no_grad():
+        score = co(r, s, r_mask, s_mask)[1][0]
+        unpadded = co(r[:, :4], s, r_mask[:, :4], s_mask)[1][0]
+    torch.testing.assert_close(score, unpadded)
+    (co(r, s, r_mask, s_mask)[1].sum()).backward()
+    assert co.same.grad is not None and co.other.grad is not None  # both are learned
+
+
+@pytest.mark.parametrize("split_on", ["encoded", "category", "same_category"])
 def test_each_split_gives_every_search_step_a_score_in_0_1_and_0_at_padding(split_on):
     gen = torch.Generator().manual_seed(7)
     sparse, dense, seqs = inputs(6, gen, empty=1)
