@@ -183,6 +183,9 @@ SPLIT_SCORES = {
 }
 
 
+SAME_ORDER_AUC = 0.005  # trained and untrained splits this close in AUC: the same order
+
+
 def interests_section(evals: dict[str, dict]) -> str:
     """The section on each disentangled model's similar/dissimilar split of search interests
     (evaluate's `interests`; tasks.evaluation.interests), '' where no model has one."""
@@ -202,6 +205,22 @@ def interests_section(evals: dict[str, dict]) -> str:
                 f"{i[k]['mean']:.3f} | {i[k]['similar_share']:.1%} |"
             )
     share = next(iter(found.values())).get("truth_similar_share")
+    # a split whose order its form sets (split_on: same_category) ranks the steps as an
+    # untrained one does: say so, so the AUC is not read as something training recovered
+    alike = [
+        m
+        for m, i in found.items()
+        if "auc" in i["model"]
+        and "auc" in i["untrained"]
+        and abs(i["model"]["auc"] - i["untrained"]["auc"]) < SAME_ORDER_AUC
+    ]
+    note = (
+        f" For {', '.join(alike)} the trained and the untrained split rank the steps alike "
+        f"(AUC within {SAME_ORDER_AUC}): the order comes from the split's form, not from "
+        "training, which sets only how much of a step goes to each part."
+        if alike
+        else ""
+    )
     return (
         "\n## Search interests: similar or dissimilar to the feed's\n\n"
         "Each test user's last feed sample: every search step of its window, scored by how much "
@@ -213,6 +232,7 @@ def interests_section(evals: dict[str, dict]) -> str:
             if truth
             else ". Real data has no truth: the scores are described only."
         )
+        + note
         + " Picture: interests.png.\n\n"
         + "\n".join(lines)
         + "\n"

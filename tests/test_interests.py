@@ -67,3 +67,27 @@ def test_last_rows_picks_each_users_latest_sample_in_user_order():
     assert last_rows(s).tolist() == [3, 2, 4]
     with pytest.raises(ValueError, match="no users or timestamps"):
         last_rows(Samples(sparse=s.sparse, dense=s.dense, labels=s.labels, hist=s.hist, user=None))
+
+
+def test_the_report_says_when_a_split_ranks_steps_as_its_untrained_self_does():
+    """A split whose AUC training did not move (same_category: its form sets the order) is
+    called so in the report; one that training moved is not."""
+    from tasks.report import interests_section
+
+    def ev(model_auc: float, untrained_auc: float) -> dict:
+        score = lambda a: {"auc": a, "mean": 0.5, "similar_share": 0.4}  # noqa: E731
+        return {
+            "interests": {
+                "steps": 10,
+                "users": 2,
+                "truth_similar_share": 0.5,
+                "model": score(model_auc),
+                "heuristic": score(0.62),
+                "untrained": score(untrained_auc),
+            }
+        }
+
+    alike = interests_section({"sesrec": ev(0.874, 0.8742), "other": ev(0.70, 0.56)})
+    assert "For sesrec the trained and the untrained split rank the steps alike" in alike
+    assert "other the trained" not in alike and "sesrec, other" not in alike
+    assert "rank the steps alike" not in interests_section({"other": ev(0.70, 0.56)})

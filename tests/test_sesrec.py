@@ -61,7 +61,12 @@ FULL = {**BASE, "contrastive_weight": 0.1, "triplet_weight": 0.1}
 NOSEARCH = {**BASE, "search_history": False, "disentangle": False}
 NODIS = {**FULL, "disentangle": False}
 RULE = {**NOSEARCH, "search_match": True}  # the rule model: no search encoder, the match only
-DEFAULTS = {**FULL, "search_match": True, "split_on": "category", "split_pool": "mean"}  # sarflow's
+DEFAULTS = {
+    **FULL,
+    "search_match": True,
+    "split_on": "same_category",
+    "split_pool": "mean",
+}  # sarflow's
 
 
 def inputs(b: int, gen: torch.Generator, empty: int = 0):
