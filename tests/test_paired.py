@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from scipy import stats as st
 
 from tasks.config.params import ReportParams
+from tasks.evaluation import paired
 from tasks.evaluation.candidates import click_values, rank_metrics, ranks_of
 from tasks.evaluation.metrics import auc
 from tasks.evaluation.paired import (
@@ -159,3 +161,36 @@ def test_sampled_and_full_orderings_are_compared():
     flip = sampled_vs_full({"a": m(0.3, 0.01), "b": m(0.2, 0.04), "c": m(0.1, 0.05)})
     assert flip["kendall_tau"] == -1.0 and ("a", "b") in flip["disagree"]
     assert kendall_tau([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(4 / 6)
+
+
+def test_runs_that_agree_pool_to_their_mean_with_a_ci_no_narrower_than_the_pooled_error():
+    half = 0.01  # each run: se = 0.01 / 1.96
+    p = paired.pooled_over_runs([0.02, 0.02, 0.02], [[0.01, 0.03]] * 3)
+    assert p["diff"] == pytest.approx(0.02) and p["tau"] == 0.0 and p["runs"] == 3
+    assert p["heterogeneity_p"] == pytest.approx(1.0)
+    # identical estimates: the variance floor (se^2 / 3) times t(2)'s quantile, not zero width
+    se = half / paired.Z95
+    want = st.t.ppf(0.975, 2) * se / np.sqrt(3)
+    assert p["hi"] - p["diff"] == pytest.approx(want) and p["excludes_0"]
+
+
+def test_runs_that_disagree_beyond_their_cis_get_a_between_run_spread_and_a_wide_ci():
+    # two runs 0 and 4 with se 1: Q = 8, DerSimonian-Laird tau^2 = (8 - 1) / (2 - 1) = 7
+    p = paired.pooled_over_runs(
+        [0.0, 4.0], [[-paired.Z95, paired.Z95], [4 - paired.Z95, 4 + paired.Z95]]
+    )
+    assert p["tau"] == pytest.approx(np.sqrt(7.0)) and p["diff"] == pytest.approx(2.0)
+    assert p["heterogeneity_p"] == pytest.approx(st.chi2.sf(8.0, 1))
+    assert p["lo"] < 0 < p["hi"] and not p["excludes_0"]  # each run alone excludes 0 or sits on it
+    # the same estimates with tight CIs still pool to a CI covering 0: the runs disagree
+    tight = paired.pooled_over_runs(
+        [0.01, -0.01, 0.012], [[0.008, 0.012], [-0.012, -0.008], [0.01, 0.014]]
+    )
+    assert tight["tau"] > 0.005 and tight["heterogeneity_p"] < 1e-6 and not tight["excludes_0"]
+
+
+def test_pooling_refuses_a_single_run_and_a_ci_without_width():
+    with pytest.raises(ValueError, match="2 runs or more, got 1"):
+        paired.pooled_over_runs([0.1], [[0.0, 0.2]])
+    with pytest.raises(ValueError, match="positive width"):
+        paired.pooled_over_runs([0.1, 0.1], [[0.0, 0.2], [0.1, 0.1]])

@@ -282,3 +282,14 @@ def test_the_independent_control_draws_search_interests_without_the_feeds_and_sa
     assert sa.overlap_arg("independent") == "independent" and sa.overlap_arg("0.5") == 0.5
     with pytest.raises(SystemExit):
         sa.main(["--off-overlap", "separate"])
+
+
+def test_each_check_is_pooled_over_the_seeds_and_the_table_says_so():
+    s = summarise(runs(gain_on=0.05, gain_off=0.001, joint_diff=0.0))["checks"]
+    on, off = s["effect_on"]["pooled"], s["effect_off"]["pooled"]
+    assert on["diff"] == pytest.approx(0.05) and on["excludes_0"] and on["runs"] == 3
+    assert off["lo"] < 0 < off["hi"]
+    text = table(summarise(runs(0.05, 0.001, 0.0)), [1, 2, 3])
+    assert "pooled over the seeds +0.0500" in text
+    one = [r for r in runs(0.05, 0.0, 0.0) if r["seed"] == 1]
+    assert summarise(one)["checks"]["effect_on"]["pooled"] is None  # one seed: nothing to pool

@@ -244,6 +244,10 @@ def _gain(
         "seeds": len(gain),
         "seeds_above_0": None if cis is None else sum(c["lo"] > 0 for c in cis),
         "seeds_covering_0": None if cis is None else sum(c["lo"] <= 0 <= c["hi"] for c in cis),
+        # over the seeds at once, the spread between them included (tasks.evaluation.paired)
+        "pooled": None
+        if cis is None or len(cis) < 2
+        else paired.pooled_over_runs(gain.tolist(), [[c["lo"], c["hi"]] for c in cis]),
     }
 
 
@@ -374,6 +378,12 @@ def table(summary: dict[str, Any], seeds: list[int]) -> str:
                 + (
                     f", paired 95% CIs {c['ci']}: above 0 on {c['seeds_above_0']} of "
                     f"{c['seeds']} seeds, covering 0 on {c['seeds_covering_0']}"
+                    + (
+                        f"; pooled over the seeds {paired.ci_text(c['pooled'])} (tau, the seeds' "
+                        f"disagreement beyond their CIs, {c['pooled']['tau']:.4f})"
+                        if c.get("pooled")
+                        else ""
+                    )
                     if c["ci"] is not None
                     else " (no paired CIs: results from before they were recorded)"
                 )
