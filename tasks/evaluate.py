@@ -15,7 +15,7 @@ import torch
 from models.multitask import MultiTaskModel
 from tasks.config.params import Params, load_params
 from tasks.evaluation import candidates, interests, ranking
-from tasks.evaluation.metrics import task_metrics
+from tasks.evaluation.metrics import constant_tasks, task_metrics
 from tasks.io.atomic import atomic_path, write_json_atomic
 from tasks.training.checkpoint import load_checkpoint, resolve_device
 from tasks.training.engine import predict
@@ -168,8 +168,15 @@ def main(argv: list[str] | None = None) -> None:
         "head": config["head"],
         "fit": config.get("fit", {}),  # how it was trained: the report states it
         "tasks": tasks,
+        # tasks predicted the same for every test row (a dead tower): the report warns
+        "constant_tasks": constant_tasks(probs, tasks),
     }
     write_json_atomic(out / "evaluation.json", details)
+    if details["constant_tasks"]:
+        print(
+            f"evaluate@{args.model}: WARNING: {', '.join(details['constant_tasks'])} predicted "
+            "the same for every test row: AUC 0.5 and no ranking by construction"
+        )
     for t, m in metrics.items():
         shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if not _count(k))
         print(f"evaluate@{args.model}: {t:10s} {shown}")

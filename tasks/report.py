@@ -186,6 +186,22 @@ SPLIT_SCORES = {
 SAME_ORDER_AUC = 0.005  # trained and untrained splits this close in AUC: the same order
 
 
+def constant_section(evals: dict[str, dict]) -> str:
+    """A warning for every model that predicts a task the same for every test row (evaluate's
+    `constant_tasks`), so its row of the table is not read as a trained model's ("" if none)."""
+    dead = {m: ev["constant_tasks"] for m, ev in evals.items() if ev.get("constant_tasks")}
+    if not dead:
+        return ""
+    lines = [f"- {m}: {', '.join(ts)}" for m, ts in dead.items()]
+    return (
+        "\n## Warning: constant predictions\n\n"
+        "These models predict these tasks the same for every test row: their AUC is 0.5 and "
+        "their ranking arbitrary by construction, not by what they learnt (typically a tower "
+        "whose units all went inactive in training; another train.seed, wider towers or a lower "
+        "train.lr usually fixes it).\n\n" + "\n".join(lines) + "\n"
+    )
+
+
 def interests_section(evals: dict[str, dict]) -> str:
     """The section on each disentangled model's similar/dissimilar split of search interests
     (evaluate's `interests`; tasks.evaluation.interests), '' where no model has one."""
@@ -255,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = comparison_rows(metrics)
     table_source = params.source.kind == "table"
     protocols = {m: protocol(ev.get("fit", {}), table_source) for m, ev in evals.items()}
-    table = markdown_table(rows, protocols)
+    table = markdown_table(rows, protocols) + constant_section(evals)
     gains = multitask_gain(metrics, {m: ev["kind"] for m, ev in evals.items()})
     if gains:
         table += (

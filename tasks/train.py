@@ -178,6 +178,12 @@ def main(argv: list[str] | None = None) -> None:
         write_json_atomic(out / "curve.json", {"curve": result.curve})
         resume.unlink(missing_ok=True)  # finished: nothing to resume
         say(f"train@{args.model}: best epoch {result.best_epoch} -> {out}/model.pt")
+        dead = result.curve[result.best_epoch - 1].get("constant_tasks") if result.curve else None
+        if dead:
+            say(
+                f"train@{args.model}: WARNING: the kept epoch predicts {', '.join(dead)} the same "
+                "for every valid row: it ranks nothing there (the report says so too)"
+            )
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -91,3 +91,12 @@ def test_the_report_says_when_a_split_ranks_steps_as_its_untrained_self_does():
     assert "For sesrec the trained and the untrained split rank the steps alike" in alike
     assert "other the trained" not in alike and "sesrec, other" not in alike
     assert "rank the steps alike" not in interests_section({"other": ev(0.70, 0.56)})
+
+
+def test_the_report_warns_of_a_model_with_a_constant_task_and_says_nothing_otherwise():
+    from tasks.report import constant_section
+
+    text = constant_section({"a": {"constant_tasks": ["click"]}, "b": {"constant_tasks": []}})
+    assert "## Warning: constant predictions" in text and "- a: click" in text
+    assert "- b" not in text
+    assert constant_section({"b": {"constant_tasks": []}, "old": {}}) == ""  # old evaluations

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from tasks.evaluation.metrics import auc, gauc, logloss, task_metrics
+from tasks.evaluation.metrics import auc, constant_tasks, gauc, logloss, task_metrics
 
 
 @pytest.fixture
@@ -56,3 +56,9 @@ def test_task_metrics_skip_samples_outside_a_tasks_space(data):
     m = task_metrics(labels, probs, u, ["a", "b"])
     assert m["a"]["n"] == len(y) and m["b"]["n"] == (len(y) + 1) // 2
     assert m["b"]["auc"] == pytest.approx(roc_auc_score(y[::2], s[::2]))
+
+
+def test_a_task_predicted_the_same_for_every_row_is_named_and_a_live_one_is_not():
+    p = np.array([[0.2, 0.31, 0.5], [0.7, 0.31, 0.5], [0.4, 0.31, 0.5 + 1e-3]])
+    assert constant_tasks(p, ["click", "like", "follow"]) == ["like"]
+    assert constant_tasks(np.zeros((0, 2)), ["a", "b"]) == []

@@ -524,3 +524,27 @@ def test_every_rng_is_restored():
     set_rng_state(state)
     again = (np.random.random(3), torch.rand(3))
     assert np.array_equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+def test_an_epoch_whose_tower_is_dead_is_flagged_in_the_curve_and_the_log(features):
+    d, spec = features
+    cpu = torch.device("cpu")
+    train = load_samples(d, "rec_train", spec, TASKS, cpu)
+    valid = load_samples(d, "rec_valid", spec, TASKS, cpu)
+    params = load_params(ROOT / "params.yaml").model_copy(
+        update={"train": TrainParams(tasks=TASKS)}
+    )
+    torch.manual_seed(0)
+    model, _ = build_model(params, "shared_bottom", spec)
+    towers = model.net.head.towers
+    with torch.no_grad():  # the like tower's hidden units all inactive: a constant logit
+        towers.hidden.biases[0][TASKS.index("like")].fill_(-1e4)
+    logged: list[str] = []
+    opts = EngineOptions(epochs=1, patience=1, batch_size=2048, lr=0.005)
+    result = fit(model, train, valid, load_histories(d, spec, cpu), opts, TASKS, log=logged.append)
+    assert result.curve[0]["constant_tasks"] == ["like"]  # dead units get no gradient: still dead
+    assert any("warning" in m and "like" in m for m in logged)
+    torch.manual_seed(0)
+    live, _ = build_model(params, "shared_bottom", spec)
+    ok = fit(live, train, valid, load_histories(d, spec, cpu), opts, TASKS, log=lambda m: None)
+    assert ok.curve[0]["constant_tasks"] == []

@@ -79,6 +79,16 @@ def task_metrics(
     return out
 
 
+def constant_tasks(probs: np.ndarray, tasks: list[str], tol: float = 1e-7) -> list[str]:
+    """The tasks whose predictions are (within `tol`) the same for every row: a model that cannot
+    rank anything for them (AUC 0.5), typically a tower whose ReLU units all went inactive. Rows
+    outside a task's sample space count too: a live tower varies on them as well."""
+    if len(probs) == 0:
+        return []
+    spread = probs.max(0) - probs.min(0)
+    return [t for t, s in zip(tasks, spread.tolist(), strict=True) if s <= tol]
+
+
 def score(m: dict) -> float:
     """A task's headline metric, higher is better: AUC (binary) or R^2 (regression)."""
     return float(m["auc"] if "auc" in m else m["r2"])

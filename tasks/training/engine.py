@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from tasks.evaluation.metrics import auc, r2
+from tasks.evaluation.metrics import auc, constant_tasks, r2
 from tasks.io.atomic import write_bytes_atomic
 from tasks.io.progress import progress
 from tasks.training.tensors import Histories, Samples, make_batch
@@ -327,6 +327,7 @@ def fit(
         if rank == 0:
             probs = predict(core, valid, hist, o.eval_batch_size, o.bf16, o.regression)
             aucs = valid_scores(probs, valid_labels, tasks, o.regression)
+            dead = constant_tasks(probs, tasks)
             mean_auc = float(np.nanmean(list(aucs.values())))
             extra = {} if select is None else {f"valid_{select[0]}": float(select[1](core))}
             score = mean_auc if select is None else extra[f"valid_{select[0]}"]
@@ -340,6 +341,8 @@ def fit(
                 "valid_mean_auc": mean_auc,
                 **extra,
                 **{f"valid_score_{t}": v for t, v in aucs.items()},
+                # tasks predicted the same for every valid row: nothing to rank (a dead tower)
+                "constant_tasks": dead,
                 "seconds": seconds,
                 "samples_per_s": shard * world / seconds,
             }
@@ -353,6 +356,12 @@ def fit(
                 + f"({', '.join(f'{t} {v:.3f}' for t, v in aucs.items())}) "
                 f"{seconds:.1f}s {row['samples_per_s']:,.0f} samples/s"
             )
+            if dead:
+                log(
+                    f"warning: epoch {epoch}'s valid predictions of {', '.join(dead)} are the "
+                    "same for every row (its tower's units all inactive?): try another "
+                    "train.seed, wider towers or a lower train.lr"
+                )
             if score > state["best"]:
                 state.update(best=score, best_epoch=epoch, bad=0)
                 best_state = copy.deepcopy(core.state_dict())
