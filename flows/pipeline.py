@@ -39,8 +39,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from flows.jobs import CONCURRENT, run_concurrently, stage_env
-from tasks.config.models import load_checked, model_config
+from tasks.config.models import load_checked
 from tasks.config.params import load_params
 from tasks.report import PICTURES, interests_section
 from tasks.serving.promote import DECISION, PICTURE
@@ -113,15 +112,14 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 def _logged(group: str, cmd: list[str], root: str, progress: Any) -> None:
     """Run `cmd` in `root`, each output line to the run log; StageFailed if it exits non-zero."""
     log = get_run_logger()
+    env = dict(os.environ)
+    # the stage commands say `python`: make it this interpreter (the project's venv)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("PYTHONUNBUFFERED", "1")
     log.info("$ %s", " ".join(cmd[2:]))
     tail: list[str] = []
     with subprocess.Popen(
-        cmd,
-        cwd=root,
-        env=stage_env(),  # `python` in a stage's command: this interpreter (the project's venv)
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -141,37 +139,10 @@ def _logged(group: str, cmd: list[str], root: str, progress: Any) -> None:
     retry_condition_fn=_retry_transient,
     task_run_name="dvc {group}",
 )
-def run_stages(
-    group: str,
-    stages: list[str],
-    root: str,
-    jobs: int = 1,
-    threads: int = 1,
-    force: bool = False,
-    alone: frozenset[str] = frozenset(),
-) -> None:
-    """`dvc repro --single-item STAGE...`, its output forwarded line by line to the run log; for
-    a group in flows.jobs.CONCURRENT with `jobs` > 1, its stale stages `jobs` at a time, each
-    with `threads // jobs` threads (those in `alone` one at a time), then `dvc commit`
-    (flows.jobs)."""
+def run_stages(group: str, stages: list[str], root: str) -> None:
+    """`dvc repro --single-item STAGE...`, its output forwarded line by line to the run log."""
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *stages]
     progress = TrainingProgress(len(stages)) if group == "train@*" else _NoProgress()
-    if jobs > 1 and len(stages) > 1 and group in CONCURRENT:
-        log = get_run_logger()
-
-        def see(stage: str, line: str) -> None:
-            log.info("[%s] %s", stage, line)
-            progress.see(line, stage)
-
-        ran = run_concurrently(Path(root), stages, jobs, threads, stage_env(), see, force, alone)
-        failed = {name: r for name, r in ran.items() if r[0] != 0}
-        if failed:
-            tail = [f"[{name}] {line}" for name, (_, lines) in failed.items() for line in lines]
-            transient = any(marker in line for line in tail for marker in TRANSIENT)
-            code = next(iter(failed.values()))[0]
-            raise StageFailed(f"{group} ({', '.join(failed)})", code, tail, transient)
-        progress.finish()
-        return
-    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *(["--force"] * force), *stages]
     _logged(group, cmd, root, progress)
 
 
@@ -221,36 +192,22 @@ class TrainingProgress:
     `Running stage 'train@m'` starts a model, `epoch e/E` moves it; the group reaches 100% when
     its stages succeed (early stopping can end a model before its last epoch)."""
 
-    STAGE = re.compile(r"Running stage '(train@[^']+)'")
+    STAGE = re.compile(r"Running stage 'train@")
     EPOCH = re.compile(r"^epoch (\d+)/(\d+) ")
-    DONE = re.compile(r"^train@\S+: best epoch ")
 
     def __init__(self, n_models: int) -> None:
-        self.n_models = n_models
-        self.fraction: dict[str, float] = {}  # per started model: its share done
-        self.current: str | None = None  # one at a time (dvc repro): the lines' model
+        self.n_models, self.started, self.fraction = n_models, 0, 0.0
         self.artifact: Any = None
 
-    def see(self, line: str, stage: str | None = None) -> None:
-        """One output line; `stage`: the model's stage that printed it, where several run at
-        once (else the last started one's)."""
-        if m := self.STAGE.search(line):
-            if self.current is not None and stage is None:  # one at a time: the last one ended
-                self.fraction[self.current] = 1.0
-            self.current = m.group(1)
-            self.fraction[self.current] = 0.0
-        elif (name := stage or self.current) is None:
-            return
+    def see(self, line: str) -> None:
+        if self.STAGE.search(line):
+            self.started, self.fraction = self.started + 1, 0.0
         elif m := self.EPOCH.match(line):
-            self.fraction[name] = int(m.group(1)) / int(m.group(2))
-        elif self.DONE.match(line):  # early stopping ends a model before its last epoch
-            self.fraction[name] = 1.0
+            self.fraction = int(m.group(1)) / int(m.group(2))
         else:
             return
-        done = sum(self.fraction.values())
-        self._publish(
-            100.0 * done / self.n_models, f"{len(self.fraction)} of {self.n_models} models started"
-        )
+        done = max(self.started - 1, 0) + self.fraction
+        self._publish(100.0 * done / self.n_models, f"model {self.started} of {self.n_models}")
 
     def finish(self) -> None:
         self._publish(100.0, f"{self.n_models} of {self.n_models} models trained")
@@ -266,7 +223,7 @@ class TrainingProgress:
 
 
 class _NoProgress:
-    def see(self, line: str, stage: str | None = None) -> None:
+    def see(self, line: str) -> None:
         pass
 
     def finish(self) -> None:
@@ -508,20 +465,11 @@ def push(root: str) -> None:
 
 
 @flow(name="sarflow-pipeline", log_prints=True)
-def pipeline(
-    root: str = ".", push_to_remote: bool = False, force: bool = False
-) -> list[dict[str, Any]]:
-    """Run every DVC stage group in order; publish validation and metrics artifacts. `force`:
-    every stage runs, current or not (dvc repro --force: to time the whole run)."""
+def pipeline(root: str = ".", push_to_remote: bool = False) -> list[dict[str, Any]]:
+    """Run every DVC stage group in order; publish validation and metrics artifacts."""
     project = Path(root).resolve()
     params = load_checked(project / "params.yaml")  # refuses bad params before any stage
     reports = project / params.paths.reports
-    # train@ stages whose weights depend on the thread count: never beside another (flows.jobs)
-    alone = frozenset(
-        f"train@{m}"
-        for m in params.train.models
-        if not model_config(params, m, check=False).THREADS_INVARIANT
-    )
     with pipeline_lock(project):
         for stage in left_out(project):
             print(
@@ -530,15 +478,7 @@ def pipeline(
             )
         for group, stages in stage_groups(project):
             try:
-                run_stages.with_options(name=f"dvc {group}")(
-                    group,
-                    stages,
-                    str(project),
-                    params.flow.jobs,
-                    params.train.threads,
-                    force,
-                    alone,
-                )
+                run_stages.with_options(name=f"dvc {group}")(group, stages, str(project))
             except StageFailed:
                 if group == "validate":
                     publish_validation(reports, failed=True)
@@ -561,11 +501,8 @@ def pipeline(
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=".", help="the project folder (holds dvc.yaml)")
-    ap.add_argument(
-        "--force", action="store_true", help="run every stage, current or not (to time a run)"
-    )
     args = ap.parse_args(argv)
-    pipeline(args.root, force=args.force)
+    pipeline(args.root)
     print(
         (
             Path(args.root)

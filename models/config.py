@@ -50,10 +50,6 @@ class ModelConfig(BaseModel):
     SHARED_INPUT: ClassVar[bool] = True
     # whether the kind chains its tasks' probabilities (a funnel: ESMM, AITM): binary tasks only
     FUNNEL: ClassVar[bool] = False
-    # training on CPU gives the same weights bit for bit at any thread count (tests/test_train.py
-    # checks every kind that says so): the flow may train it beside another stage, each on
-    # fewer threads (flows/jobs.py); False: the flow trains it alone, on all train.threads
-    THREADS_INVARIANT: ClassVar[bool] = True
 
     TRAINING: ClassVar[tuple[str, ...]] = (
         "scenario",

@@ -301,9 +301,6 @@ class SESRecConfig(ModelConfig):
 
     kind: Literal["sesrec"]
     SHARED_INPUT: ClassVar[bool] = False  # a whole model: no one head input (gradnorm)
-    # its backward on CPU (LayerNorm's and the feed encoder's gradients) sums in an order that
-    # depends on the thread count: the same inputs give weights apart by ~1e-7 relative
-    THREADS_INVARIANT: ClassVar[bool] = False
     # trained with weight decay: it overfits without it (BENCHMARKS.md)
     weight_decay: float | None = Field(0.001, ge=0)
     search_history: bool = True  # false: the ablation without search history

@@ -13,7 +13,7 @@ import polars as pl
 import torch
 
 from models.multitask import MultiTaskModel
-from tasks.config.params import Params, load_params, torch_threads
+from tasks.config.params import Params, load_params
 from tasks.evaluation import candidates, interests, ranking
 from tasks.evaluation.metrics import constant_tasks, task_metrics
 from tasks.io.atomic import atomic_path, write_json_atomic
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("model", help="a model name under `models:` in params.yaml")
     args = ap.parse_args(argv)
     params = load_params()
-    torch.set_num_threads(torch_threads(params))  # the flow may give it fewer (flows.jobs)
+    torch.set_num_threads(params.train.threads)
     device = resolve_device(params.train.device)
     out = params.paths.artifacts / args.model
     model, config = load_checkpoint(out / "model.pt")

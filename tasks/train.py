@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from tasks.config.models import model_config
-from tasks.config.params import Params, TrainParams, load_params, torch_threads
+from tasks.config.params import Params, TrainParams, load_params
 from tasks.evaluation import candidates, ranking
 from tasks.io.atomic import write_json_atomic
 from tasks.training.checkpoint import build_model, engine_options, resolve_device
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     p = params.train
     torch.manual_seed(p.seed)
-    torch.set_num_threads(torch_threads(params))  # the flow may give it fewer (flows.jobs)
+    torch.set_num_threads(p.threads)
     rank, world, device = init_distributed(p.device)
     if world == 1:
         device = resolve_device(p.device)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
-import sys
 
 import polars as pl
 import pytest
@@ -98,12 +96,6 @@ def test_flow_runs_every_stage_and_publishes_both_artifacts(harness, tmp_path):
     progress = by_key["training-progress"]  # moved by the epochs, 100 when training ends
     assert progress.type == "progress" and float(progress.data) == 100.0
     assert (d / "artifacts" / "ple" / "metrics.json").is_file()
-    # train@ and evaluate@ ran two at a time (flow.jobs 2), recorded as dvc repro records them
-    assert yaml.safe_load((d / "params.yaml").read_text())["flow"]["jobs"] == 2
-    status = subprocess.run(
-        [sys.executable, "-m", "dvc", "status"], cwd=d, capture_output=True, text=True
-    )
-    assert "Data and pipelines are up to date" in status.stdout, status.stdout + status.stderr
 
 
 def test_corrupted_input_stops_the_flow_at_validate_naming_the_check(harness, tmp_path, raw_dir):

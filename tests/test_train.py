@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -549,52 +548,3 @@ def test_an_epoch_whose_tower_is_dead_is_flagged_in_the_curve_and_the_log(featur
     live, _ = build_model(params, "shared_bottom", spec)
     ok = fit(live, train, valid, load_histories(d, spec, cpu), opts, TASKS, log=lambda m: None)
     assert ok.curve[0]["constant_tasks"] == []
-
-
-FEED_MODELS = [
-    m
-    for m in load_params(ROOT / "params.yaml").train.models
-    if not m.endswith(("_search", "_joint"))
-]
-
-
-@pytest.mark.parametrize("name", FEED_MODELS)
-def test_predictions_and_where_declared_training_do_not_depend_on_the_thread_count(features, name):
-    """What lets the flow run two stages at once at one thread each (flows/jobs.py) and still
-    write what a one-at-a-time `dvc repro` at two threads writes: every prediction the same,
-    bit for bit, and every weight for the kinds whose config says THREADS_INVARIANT (the flow
-    trains the others alone, with all train.threads)."""
-    from tasks.config.models import model_config
-    from tasks.training.checkpoint import engine_options
-
-    d, spec = features
-    cpu = torch.device("cpu")
-    train = load_samples(d, "rec_train", spec, TASKS, cpu)
-    valid = load_samples(d, "rec_valid", spec, TASKS, cpu)
-    hist = load_histories(d, spec, cpu)
-    params = load_params(ROOT / "params.yaml").model_copy(
-        update={"train": TrainParams(tasks=TASKS, epochs=1, patience=1, batch_size=1024)}
-    )
-    kind = model_config(params, name).kind
-    rows = sum(spec["sparse"].values()) + sum(spec["extra_tables"].values())
-    opts = engine_options(params.train, cpu, False, rows, kind)  # bf16 where the pipeline uses it
-    before = torch.get_num_threads()
-    weights, preds = [], []
-    try:
-        torch.manual_seed(0)
-        model, _ = build_model(params, name, spec, sparse=opts.sparse)
-        fixed = copy.deepcopy(model.state_dict())
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            model.load_state_dict(fixed)
-            preds.append(predict(model, valid, hist, 4096, opts.bf16))
-            result = fit(model, train, valid, hist, opts, TASKS, log=lambda m: None)
-            weights.append(result.state_dict)
-    finally:
-        torch.set_num_threads(before)
-    assert np.array_equal(*preds)  # evaluate@ may always run two at a time
-    if model_config(params, name).THREADS_INVARIANT:
-        w1, w2 = weights
-        assert all(torch.equal(w1[k], w2[k]) for k in w1), [
-            k for k in w1 if not torch.equal(w1[k], w2[k])
-        ]

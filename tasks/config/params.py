@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -284,24 +283,6 @@ class TrainParams(_Strict):
     sparse_embeddings: Literal["auto", "sparse", "dense"] = "auto"
 
 
-class FlowParams(_Strict):
-    # stages of a train@ or evaluate@ group the Prefect flow runs at once, each with
-    # train.threads // jobs threads (flows/jobs.py); dvc repro runs one at a time. No stage
-    # reads it: a stage's results do not depend on its thread count
-    jobs: int = Field(2, ge=1, le=64)
-
-
-def torch_threads(params: Params) -> int:
-    """The threads a stage gives torch: train.threads, or the share the flow gave this stage
-    when it runs several at once (SARFLOW_THREADS, flows.jobs)."""
-    given = os.environ.get("SARFLOW_THREADS", "")
-    if not given:
-        return params.train.threads
-    if not given.isdigit() or int(given) < 1:
-        raise ValueError(f"SARFLOW_THREADS must be a whole number >= 1, got {given!r}")
-    return int(given)
-
-
 class ServeParams(_Strict):
     cron: str = Field("0 3 * * *", min_length=9)  # five cron fields
 
@@ -405,7 +386,6 @@ class Params(_Strict):
     drift: DriftParams = DriftParams()
     report: ReportParams = ReportParams()
     serve: ServeParams = ServeParams()
-    flow: FlowParams = FlowParams()
 
     @property
     def generated(self) -> bool:
